@@ -1,0 +1,263 @@
+"""The 一单两库 service: import files, write templates and error reports.
+
+Knows nothing of Telegram: the CLI and the chat handler both call `import_file` and render
+the same report.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openpyxl import Workbook
+from openpyxl.styles import Font
+
+from bot.clock import Clock
+from bot.render import text
+from storage import directory
+from storage.audit import record
+from storage.db import Database
+from storage.directory import SCHEMAS, Outcome, Progress
+from storage.models import ImportRun
+from storage.tabular import FileProblem, open_rows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImportReport:
+    """What an import did, for the screen, the chat and the `.xlsx` next to the input."""
+
+    kind: str
+    filename: str
+    strict: bool = False
+    import_id: int | None = None
+    applied: bool = False
+    outcome: Outcome = field(default_factory=Outcome)
+    problem: str | None = None
+    problem_params: dict[str, Any] = field(default_factory=dict)
+    error_file: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """False when nothing was written (file problem, or --strict with bad rows)."""
+        return self.problem is None and self.applied
+
+    def problem_text(self) -> str:
+        return text(f"import_error.{self.problem}", **self.problem_params) if self.problem else ""
+
+    def errors(self) -> Iterator[tuple[int, str, str, str]]:
+        for error in self.outcome.errors:
+            yield (
+                error.row,
+                error.column,
+                error.value,
+                text(f"import_error.{error.key}", **error.params),
+            )
+
+
+class _StrictAbort(Exception):
+    """Raised inside the transaction so that `--strict` rolls every row back."""
+
+
+def _header(rows: Iterator[tuple[int, list[str]]]) -> list[str]:
+    for _number, cells in rows:
+        if any(cells):
+            return cells
+    raise FileProblem("file_empty")
+
+
+async def import_file(
+    db: Database,
+    path: Path,
+    *,
+    kind: str | None,
+    actor: str,
+    clock: Clock,
+    max_bytes: int,
+    error_limit: int = 10_000,
+    strict: bool = False,
+    deactivate_missing: bool = False,
+    progress: Progress | None = None,
+    error_dir: Path | None = None,
+    display_name: str | None = None,
+) -> ImportReport:
+    """Import one directory file. Bad files and `--strict` failures write nothing."""
+    name = display_name or path.name
+    report = ImportReport(kind=kind or "", filename=name, strict=strict)
+    try:
+        source = open_rows(path, max_bytes)
+        header = _header(source.rows)
+        detected = directory.detect_kind(header)
+        if kind is None:
+            if detected is None:
+                raise FileProblem("unknown_layout")
+            kind = detected
+        report.kind = kind
+        schema = SCHEMAS[kind]
+        _columns, missing = directory.header_map(schema, header)
+        if missing:
+            raise FileProblem(
+                "missing_columns", columns="、".join(missing), kind=text(f"kind.{kind}")
+            )
+    except FileProblem as problem:
+        report.problem, report.problem_params = problem.key, {"name": name, **problem.params}
+        return report
+
+    now = clock.now()
+    async with db.session() as session:
+        run = ImportRun(
+            kind=kind,
+            filename=name,
+            actor=actor,
+            strict=strict,
+            deactivate_missing=deactivate_missing,
+            started_at=now,
+        )
+        session.add(run)
+        await session.flush()
+        assert run.id is not None
+        report.import_id = run.id
+
+    try:
+        async with db.session() as session:
+            conn = await session.connection()
+            outcome = await directory.run_import(
+                conn,
+                schema,
+                header,
+                source.rows,
+                import_id=report.import_id,
+                now=now,
+                error_limit=error_limit,
+                deactivate_missing=deactivate_missing,
+                progress=progress,
+            )
+            report.outcome = outcome
+            if strict and outcome.rejected_rows:
+                raise _StrictAbort
+            run.status = "done"
+            _fill_run(run, outcome, clock)
+            session.add(run)
+            await record(
+                session,
+                actor=actor,
+                action="import",
+                entity=kind,
+                entity_id=str(run.id),
+                at=now,
+                detail={
+                    "file": name,
+                    "created": outcome.created,
+                    "updated": outcome.updated,
+                    "rejected": outcome.rejected_rows,
+                    "deactivated": outcome.deactivated,
+                },
+            )
+            report.applied = True
+    except _StrictAbort:
+        async with db.session() as session:
+            run.status = "rejected"
+            _fill_run(run, report.outcome, clock)
+            run.created = run.updated = run.deactivated = 0
+            session.add(run)
+    except FileProblem as problem:
+        # A CSV that turns out unreadable half-way: the transaction is already rolled back.
+        report.problem, report.problem_params = problem.key, {"name": name, **problem.params}
+        report.applied = False
+    except UnicodeDecodeError:
+        report.problem, report.problem_params = "file_encoding", {"name": name}
+        report.applied = False
+
+    if report.outcome.errors:
+        folder = error_dir or path.parent
+        report.error_file = write_error_report(report, folder / f"{Path(name).stem}.errors.xlsx")
+    log.info("import %s from %s: %s", kind, name, report.outcome)
+    return report
+
+
+def _fill_run(run: ImportRun, outcome: Outcome, clock: Clock) -> None:
+    run.total_rows = outcome.total
+    run.applied = outcome.applied
+    run.created = outcome.created
+    run.updated = outcome.updated
+    run.rejected = outcome.rejected_rows
+    run.deactivated = outcome.deactivated
+    run.finished_at = clock.now()
+
+
+def write_error_report(report: ImportReport, out: Path) -> Path:
+    """Every rejected row with its column and reason, for the office to fix and re-send."""
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet(text("report.errors_sheet"))
+    sheet.append(
+        [
+            text("report.col_row"),
+            text("report.col_column"),
+            text("report.col_value"),
+            text("report.col_reason"),
+        ]
+    )
+    for row in report.errors():
+        sheet.append(list(row))
+    if report.outcome.errors_truncated:
+        sheet.append([text("report.truncated", count=report.outcome.errors_truncated)])
+    summary = workbook.create_sheet(text("report.summary_sheet"))
+    for label, value in summary_rows(report):
+        summary.append([label, value])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workbook.save(out)
+    return out
+
+
+def summary_rows(report: ImportReport) -> list[tuple[str, object]]:
+    o = report.outcome
+    rows: list[tuple[str, object]] = [
+        (text("report.file"), report.filename),
+        (text("report.kind"), text(f"kind.{report.kind}") if report.kind else ""),
+        (text("report.total"), o.total),
+        (text("report.created"), o.created if report.applied else 0),
+        (text("report.updated"), o.updated if report.applied else 0),
+        (text("report.rejected"), o.rejected_rows),
+        (text("report.deactivated"), o.deactivated if report.applied else 0),
+    ]
+    rows += [(text(f"report.extra.{key}"), value) for key, value in report.extra.items()]
+    return rows
+
+
+def write_template(kind: str, out: Path) -> Path:
+    """The Excel template an office fills in: headers, one example row, and a notes sheet."""
+    schema = SCHEMAS[kind]
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = text(f"kind.{kind}")
+    sheet.append([c.header for c in schema.columns])
+    sheet.append([c.example for c in schema.columns])
+    bold = Font(bold=True)
+    for index, column in enumerate(schema.columns, start=1):
+        cell = sheet.cell(row=1, column=index)
+        cell.font = bold
+        letter = cell.column_letter
+        sheet.column_dimensions[letter].width = max(12, len(column.header) * 2 + 4)
+    sheet.freeze_panes = "A2"
+    notes = workbook.create_sheet(text("template.notes_sheet"))
+    notes.append(
+        [text("template.col_column"), text("template.col_required"), text("template.col_rule")]
+    )
+    for column in schema.columns:
+        rule_key = f"template.rule.{kind}.{column.field}"
+        notes.append(
+            [
+                column.header,
+                text("template.required") if column.required else text("template.optional"),
+                text(rule_key),
+            ]
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workbook.save(out)
+    return out

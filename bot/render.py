@@ -1,0 +1,96 @@
+"""Every word a user reads comes from `templates/` through here.
+
+Messages are Jinja2 files (`render("start/bound.j2", ...)`); short phrases (button labels,
+command descriptions, import error reasons) live in `templates/texts.yaml` and go through the
+same environment (`text("button.cancel")`).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+@cache
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=StrictUndefined,
+        keep_trailing_newline=False,
+    )
+    env.filters["dt"] = _format_datetime
+    env.globals["text"] = text
+    return env
+
+
+def _format_datetime(value: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    return "" if value is None else str(value.strftime(fmt))
+
+
+def render(name: str, /, **context: Any) -> str:
+    """Render a message template; the result is Telegram HTML, stripped."""
+    return environment().get_template(name).render(**context).strip()
+
+
+def render_plain(name: str, /, **context: Any) -> str:
+    """Render for a file or terminal: same template, no HTML escaping."""
+    out = _plain_environment().get_template(name).render(**context)
+    return _TAGS.sub("", out).strip()
+
+
+# The Telegram HTML tags our templates use; a terminal shows them as noise.
+_TAGS = re.compile(r"</?(?:b|i|u|s|code|pre|blockquote|a)(?:\s[^>]*)?>")
+
+
+@cache
+def _plain_environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=StrictUndefined,
+    )
+    env.filters["dt"] = _format_datetime
+    env.globals["text"] = text
+    return env
+
+
+@cache
+def _texts() -> dict[str, str]:
+    raw = yaml.safe_load((TEMPLATES / "texts.yaml").read_text(encoding="utf-8"))
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        else:
+            flat[prefix] = str(node)
+
+    walk("", raw)
+    return flat
+
+
+@cache
+def _compiled(key: str) -> Template:
+    return _plain_environment().from_string(_texts()[key])
+
+
+def text(key: str, /, **context: Any) -> str:
+    """A short phrase by dotted key; `{{ name }}` placeholders are filled from context."""
+    return _compiled(key).render(**context)
+
+
+def has_text(key: str) -> bool:
+    return key in _texts()

@@ -1,0 +1,65 @@
+"""Binding by invite link, /help and /me."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandObject, CommandStart
+from aiogram.types import Message
+
+from bot.app import Services
+from bot.chats import binding_of
+from bot.people import Identity, Redeem, load_identity, redeem_invite
+from bot.render import render
+
+router = Router(name="start")
+
+
+@router.message(CommandStart(deep_link=True), F.chat.type == "private")
+async def start_with_code(message: Message, command: CommandObject, services: Services) -> None:
+    """Redeem an invite: bind this Telegram account to a directory entry."""
+    assert message.from_user is not None
+    user = message.from_user
+    code = (command.args or "").strip()
+    async with services.db.session() as session:
+        result = await redeem_invite(
+            session,
+            code=code,
+            tg_user_id=user.id,
+            display_name=user.full_name,
+            username=user.username,
+            now=services.clock.now(),
+        )
+    if result.status is Redeem.BOUND:
+        async with services.db.read() as session:
+            identity = await load_identity(session, user.id, services.settings.office_admins)
+        await message.answer(render("start/bound.j2", grant=result.grant, identity=identity))
+    else:
+        await message.answer(render("start/code_problem.j2", status=result.status.value))
+
+
+@router.message(CommandStart(), F.chat.type == "private")
+async def start_plain(message: Message, identity: Identity) -> None:
+    """Greet a known person; tell a stranger how to get an invitation."""
+    if identity.known:
+        await message.answer(render("start/welcome_back.j2", identity=identity))
+    else:
+        await message.answer(render("start/stranger.j2"))
+
+
+@router.message(Command("help"))
+async def help_(message: Message, identity: Identity) -> None:
+    """The caller's commands, by role and chat type."""
+    private = message.chat.type == "private"
+    await message.answer(
+        render("common/help.j2", roles=[r.value for r in identity.roles], private=private)
+    )
+
+
+@router.message(Command("me"))
+async def me(message: Message, identity: Identity, services: Services) -> None:
+    """Who the bot thinks you are (and, in a group, what the group is bound to)."""
+    binding = None
+    if message.chat.type != "private":
+        async with services.db.read() as session:
+            binding = await binding_of(session, message.chat.id)
+    await message.answer(render("common/me.j2", identity=identity, binding=binding))

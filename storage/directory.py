@@ -1,0 +1,617 @@
+"""Import of the 一单两库 directories (and the department list) from our templates.
+
+One schema per kind says which Chinese column feeds which field and how a cell is checked.
+Rows stream in batches; each batch is validated, checked against the keys already stored,
+and upserted by natural key in the same transaction as the whole import, so `--strict` can
+roll everything back and a crash leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import col
+
+from bot import uscc
+from storage.models import CheckItem, Department, Inspector, Target
+
+
+class RowError(Exception):
+    """One bad cell: `key` names the reason under `import_error.` in templates/texts.yaml."""
+
+    def __init__(self, key: str, **params: Any) -> None:
+        super().__init__(key)
+        self.key = key
+        self.params = params
+
+
+@dataclass
+class Context:
+    """What cell checks may consult: the departments known so far."""
+
+    department_codes: set[str]
+    now: datetime
+
+
+Parser = Callable[[str, Context], Any]
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    field: str
+    parse: Parser
+    required: bool = True
+    aliases: tuple[str, ...] = ()
+    example: str = ""
+
+
+@dataclass(frozen=True)
+class Schema:
+    kind: str
+    model: type[Any]
+    key_field: str
+    columns: tuple[Column, ...]
+    finish: Callable[[dict[str, Any], Context], None] | None = None
+    key_column: str = ""  # the header reported for key problems, when key_field is derived
+
+    @property
+    def table(self) -> Table:
+        return cast(Table, self.model.__table__)
+
+    @property
+    def key_header(self) -> str:
+        return self.key_column or next(c.header for c in self.columns if c.field == self.key_field)
+
+
+# --- cell checks -------------------------------------------------------------------------
+
+_SPLIT = re.compile(r"[;；,，、\s]+")
+
+
+def text(max_len: int, required: bool = True) -> Parser:
+    def parse(value: str, _ctx: Context) -> str:
+        if not value and required:
+            raise RowError("required")
+        if len(value) > max_len:
+            raise RowError("too_long", max=max_len)
+        return value
+
+    return parse
+
+
+_YES = {"是", "y", "yes", "1", "true", "√"}
+_NO = {"否", "n", "no", "0", "false", ""}
+
+
+def yes_no(value: str, _ctx: Context) -> bool:
+    lowered = value.lower()
+    if lowered in _YES:
+        return True
+    if lowered in _NO:
+        return False
+    raise RowError("yes_no")
+
+
+def count(value: str, _ctx: Context) -> int:
+    if not value:
+        return 0
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise RowError("count") from None
+    if number < 0 or number != number.to_integral_value():
+        raise RowError("count")
+    return int(number)
+
+
+def credit_class(value: str, _ctx: Context) -> str:
+    grade = value.upper().removesuffix("类").removesuffix("级")
+    if grade in {"A", "B", "C", "D", ""}:
+        return grade
+    raise RowError("credit")
+
+
+# 在业/开业 are how some registries spell 存续; the draw only takes 存续.
+_STATUS = {"在业": "存续", "开业": "存续", "存续（在营、开业、在册）": "存续"}
+
+
+def status(value: str, ctx: Context) -> str:
+    return _STATUS.get(value, text(32)(value, ctx))
+
+
+def department_code(value: str, ctx: Context) -> str:
+    if not value:
+        raise RowError("required")
+    if value not in ctx.department_codes:
+        raise RowError("unknown_department", code=value)
+    return value
+
+
+def optional_uscc(value: str, _ctx: Context) -> str | None:
+    if not value:
+        return None
+    code = uscc.normalize(value)
+    reason = uscc.problem(code)
+    if reason:
+        raise RowError(reason)
+    return code
+
+
+def conflicts(value: str, _ctx: Context) -> str:
+    codes = [uscc.normalize(part) for part in _SPLIT.split(value) if part]
+    for code in codes:
+        reason = uscc.problem(code)
+        if reason:
+            raise RowError("conflict_code", code=code)
+    return ";".join(dict.fromkeys(codes))
+
+
+def phone(value: str, _ctx: Context) -> str:
+    if value and not re.fullmatch(r"\+?[\d\- ]{7,20}", value):
+        raise RowError("phone")
+    return value
+
+
+CATEGORIES = {"重点": "重点", "重点检查事项": "重点", "重点事项": "重点"}
+CATEGORIES |= {"一般": "一般", "一般检查事项": "一般", "一般事项": "一般"}
+
+
+def category(value: str, _ctx: Context) -> str:
+    try:
+        return CATEGORIES[value]
+    except KeyError:
+        raise RowError("category") from None
+
+
+METHODS = {"现场": "现场", "现场检查": "现场", "现场抽查": "现场", "实地检查": "现场"}
+METHODS |= {"书面": "书面", "书面检查": "书面", "书面审查": "书面"}
+METHODS |= {"网络": "网络", "网络检查": "网络", "网络监测": "网络"}
+METHODS |= {"委托专业机构": "委托专业机构", "专业机构核查": "委托专业机构"}
+METHODS |= {"委托": "委托专业机构", "委托第三方": "委托专业机构"}
+
+
+def methods(value: str, _ctx: Context) -> str:
+    picked: list[str] = []
+    for part in _SPLIT.split(value):
+        if not part:
+            continue
+        mapped = METHODS.get(part)
+        if mapped is None:
+            raise RowError("method", value=part)
+        picked.append(mapped)
+    return "、".join(dict.fromkeys(picked))
+
+
+def ratio(value: str, _ctx: Context) -> str:
+    """Stored as a percentage string: '5%', '0.5%', '100%'."""
+    if not value:
+        return ""
+    raw = value.replace("％", "%")
+    try:
+        number = Decimal(raw.removesuffix("%"))
+    except InvalidOperation:
+        raise RowError("ratio") from None
+    if not raw.endswith("%") and number <= 1:
+        number *= 100
+    if not Decimal(0) < number <= Decimal(100):
+        raise RowError("ratio")
+    return f"{number.normalize():f}%"
+
+
+DEPARTMENT_KINDS = {"部门": "部门", "科室": "科室", "股室": "科室", "所": "所"}
+DEPARTMENT_KINDS |= {"市场监管所": "所", "监管所": "所", "": "部门"}
+
+
+def department_kind(value: str, _ctx: Context) -> str:
+    try:
+        return DEPARTMENT_KINDS[value]
+    except KeyError:
+        raise RowError("department_kind") from None
+
+
+def parent_code(value: str, ctx: Context) -> str | None:
+    if not value:
+        return None
+    if value not in ctx.department_codes:
+        raise RowError("unknown_department", code=value)
+    return value
+
+
+def code(value: str, _ctx: Context) -> str:
+    value = value.replace(" ", "")
+    if not value:
+        raise RowError("required")
+    if len(value) > 64:
+        raise RowError("too_long", max=64)
+    return value
+
+
+# --- cross-field rules ---------------------------------------------------------------------
+
+NON_MARKET_WORDS = ("产品", "项目", "自然人", "非市场", "其他")
+
+
+def finish_target(values: dict[str, Any], _ctx: Context) -> None:
+    other = values.pop("other_id")
+    if values["uscc"]:
+        values["key"] = values["uscc"]
+    elif other:
+        if not any(word in values["subject_type"] for word in NON_MARKET_WORDS):
+            raise RowError("uscc_required_for_market")
+        values["key"] = other
+    else:
+        raise RowError("uscc_or_other")
+
+
+def finish_item(values: dict[str, Any], _ctx: Context) -> None:
+    # 一般 items may not go below 5% (000_3f1c823edaaa13fb.txt); 重点 have no limit.
+    low = values["ratio"] and Decimal(values["ratio"].removesuffix("%")) < 5
+    if values["category"] == "一般" and low:
+        raise RowError("general_ratio_low")
+
+
+def finish_department(values: dict[str, Any], ctx: Context) -> None:
+    # A later row may name this one as its parent.
+    ctx.department_codes.add(values["code"])
+
+
+SCHEMAS: dict[str, Schema] = {
+    "departments": Schema(
+        "departments",
+        Department,
+        "code",
+        (
+            Column("名称", "name", text(200), example="县市场监督管理局"),
+            Column("代码", "code", code, aliases=("部门代码",), example="SJJ"),
+            Column("类型", "kind", department_kind, required=False, example="部门"),
+            Column("上级代码", "parent_code", parent_code, required=False, example=""),
+        ),
+        finish_department,
+    ),
+    "items": Schema(
+        "items",
+        CheckItem,
+        "code",
+        (
+            Column("事项编码", "code", code, example="SJJ-001"),
+            Column("事项名称", "name", text(500), example="食品生产者生产活动的检查"),
+            Column(
+                "抽查依据",
+                "basis",
+                text(4000, required=False),
+                aliases=("检查依据",),
+                example="《中华人民共和国食品安全法》第一百一十条",
+            ),
+            Column(
+                "抽查主体", "department_code", department_code, aliases=("检查主体",), example="SJJ"
+            ),
+            Column(
+                "抽查对象类型",
+                "object_type",
+                text(500, required=False),
+                aliases=("抽查对象", "检查对象"),
+                example="食品生产企业",
+            ),
+            Column("事项类别", "category", category, example="重点"),
+            Column(
+                "抽查方式",
+                "methods",
+                methods,
+                required=False,
+                aliases=("检查方式",),
+                example="现场、书面",
+            ),
+            Column("抽查比例", "ratio", ratio, required=False, example="5%"),
+            Column(
+                "抽查频次",
+                "frequency",
+                text(64, required=False),
+                required=False,
+                example="每年一次",
+            ),
+            Column(
+                "检查内容",
+                "content",
+                text(4000, required=False),
+                required=False,
+                example="生产许可、原料进货查验、出厂检验记录",
+            ),
+            Column(
+                "所需专长",
+                "expertise",
+                text(200, required=False),
+                required=False,
+                example="食品安全",
+            ),
+        ),
+        finish_item,
+    ),
+    "targets": Schema(
+        "targets",
+        Target,
+        "key",
+        (
+            Column(
+                "名称",
+                "name",
+                text(300),
+                aliases=("企业名称", "主体名称"),
+                example="某某食品有限公司",
+            ),
+            Column("统一社会信用代码", "uscc", optional_uscc, example="91330102MA2H3X4Y5Z"),
+            Column("其他标识", "other_id", text(64, required=False), required=False, example=""),
+            Column("主体类型", "subject_type", text(64, required=False), example="有限责任公司"),
+            Column("经营范围", "scope", text(4000, required=False), example="食品生产"),
+            Column(
+                "地址",
+                "address",
+                text(300, required=False),
+                aliases=("住所",),
+                example="某某街道某某路1号",
+            ),
+            Column("所属区域", "region", text(100, required=False), example="城关镇"),
+            Column("行业", "industry", text(100, required=False), example="食品制造业"),
+            Column("登记状态", "status", status, example="存续"),
+            Column(
+                "信用风险等级", "credit_class", credit_class, aliases=("信用风险分类",), example="A"
+            ),
+            Column("经营异常名录", "abnormal", yes_no, example="否"),
+            Column("严重违法失信", "serious_illegal", yes_no, example="否"),
+            Column("投诉举报次数", "complaints", count, example="0"),
+            Column("标签", "tags", text(300, required=False), example="食品;小作坊"),
+        ),
+        finish_target,
+        key_column="统一社会信用代码",
+    ),
+    "inspectors": Schema(
+        "inspectors",
+        Inspector,
+        "cert_no",
+        (
+            Column("姓名", "name", text(64), example="张三"),
+            Column("部门代码", "department_code", department_code, example="SJJ"),
+            Column(
+                "单位/所",
+                "unit",
+                text(100, required=False),
+                aliases=("单位", "所"),
+                example="城关市场监管所",
+            ),
+            Column("职务", "position", text(100, required=False), example="科员"),
+            Column("业务专长", "expertise", text(300, required=False), example="食品安全;特种设备"),
+            Column("执法证号", "cert_no", code, example="33010200001"),
+            Column("是否持证", "certified", yes_no, example="是"),
+            Column("回避对象", "conflicts", conflicts, required=False, example=""),
+            Column(
+                "手机",
+                "phone",
+                phone,
+                required=False,
+                aliases=("手机号", "联系电话"),
+                example="13800000000",
+            ),
+        ),
+    ),
+}
+
+# The same names users type on the command line and in the bot.
+KIND_ALIASES = {"departments": "departments", "items": "items", "targets": "targets"}
+KIND_ALIASES |= {"inspectors": "inspectors", "部门": "departments", "事项": "items"}
+KIND_ALIASES |= {"对象": "targets", "检查对象": "targets", "人员": "inspectors"}
+
+
+def normalize_header(raw: str) -> str:
+    """'抽查主体（部门代码）' -> '抽查主体', '*名称' -> '名称'."""
+    cleaned = re.sub(r"\s+", "", raw).replace("（", "(").lstrip("*＊")
+    return cleaned.split("(", 1)[0]
+
+
+def header_map(schema: Schema, header: Sequence[str]) -> tuple[dict[int, Column], list[str]]:
+    """Column index -> Column, and the headers of required columns that are missing."""
+    wanted: dict[str, Column] = {}
+    for column in schema.columns:
+        for name in (column.header, *column.aliases):
+            wanted[normalize_header(name)] = column
+    found: dict[int, Column] = {}
+    seen: set[str] = set()
+    for index, raw in enumerate(header):
+        column = wanted.get(normalize_header(raw))
+        if column is not None and column.field not in seen:
+            found[index] = column
+            seen.add(column.field)
+    missing = [c.header for c in schema.columns if c.required and c.field not in seen]
+    return found, missing
+
+
+def detect_kind(header: Sequence[str]) -> str | None:
+    """Which of our templates a header row belongs to."""
+    names = {normalize_header(h) for h in header}
+    if "事项编码" in names:
+        return "items"
+    if "统一社会信用代码" in names or "其他标识" in names:
+        return "targets"
+    if "执法证号" in names:
+        return "inspectors"
+    if "代码" in names and "名称" in names:
+        return "departments"
+    return None
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+@dataclass
+class Rejected:
+    row: int
+    column: str
+    value: str
+    key: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    total: int = 0
+    created: int = 0
+    updated: int = 0
+    rejected_rows: int = 0
+    deactivated: int = 0
+    errors: list[Rejected] = field(default_factory=list)
+    errors_truncated: int = 0
+
+    @property
+    def applied(self) -> int:
+        return self.created + self.updated
+
+
+Progress = Callable[[int], Awaitable[None]]
+BATCH = 2000
+
+
+def _upsert_statement(schema: Schema, dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(schema.table)
+    keep = {"id", "created_at", schema.key_field}
+    changed = {
+        c.name: statement.excluded[c.name] for c in schema.table.columns if c.name not in keep
+    }
+    return statement.on_conflict_do_update(index_elements=[schema.key_field], set_=changed)
+
+
+def _defaults(schema: Schema) -> dict[str, Any]:
+    """Column defaults for fields a template does not carry (so every row has every key)."""
+    present = {c.field for c in schema.columns} | {schema.key_field, "id"}
+    out: dict[str, Any] = {}
+    for name, info in schema.model.model_fields.items():
+        if name not in present:
+            out[name] = info.get_default(call_default_factory=True)
+    return out
+
+
+async def run_import(
+    conn: AsyncConnection,
+    schema: Schema,
+    header: Sequence[str],
+    rows: Iterator[tuple[int, list[str]]],
+    *,
+    import_id: int,
+    now: datetime,
+    error_limit: int,
+    deactivate_missing: bool,
+    progress: Progress | None = None,
+) -> Outcome:
+    """Validate and upsert every row; the caller owns the transaction."""
+    columns, _missing = header_map(schema, header)
+    department_codes = set((await conn.execute(select(col(Department.code)))).scalars())
+    ctx = Context(department_codes, now)
+    outcome = Outcome()
+    statement = _upsert_statement(schema, conn.dialect.name)
+    key_column = schema.table.c[schema.key_field]
+    defaults = _defaults(schema)
+    # Optional columns the file leaves out take what an empty cell would give.
+    for column in schema.columns:
+        if column not in columns.values():
+            defaults[column.field] = column.parse("", ctx)
+    stamp = {"import_id": import_id, "active": True, "updated_at": now, "created_at": now}
+    key_header = schema.key_header
+    finish = schema.finish
+    items = list(columns.items())
+
+    batch: list[dict[str, Any]] = []
+    touched: list[str] = []
+
+    def reject(number: int, column: str, value: str, error: RowError) -> None:
+        if len(outcome.errors) < error_limit:
+            outcome.errors.append(Rejected(number, column, value, error.key, error.params))
+        else:
+            outcome.errors_truncated += 1
+
+    async def flush() -> None:
+        if not batch:
+            return
+        keys = [r[schema.key_field] for r in batch]
+        found = await conn.execute(
+            select(key_column, schema.table.c.import_id).where(key_column.in_(keys))
+        )
+        existing = {k: imp for k, imp in found.all()}
+        fresh: dict[str, dict[str, Any]] = {}
+        for record in batch:
+            key = record[schema.key_field]
+            if existing.get(key, -1) == import_id or key in fresh:
+                reject(record.pop("_row"), key_header, key, RowError("duplicate_key"))
+                outcome.rejected_rows += 1
+                continue
+            record.pop("_row")
+            fresh[key] = record
+        if fresh:
+            await conn.execute(statement, list(fresh.values()))
+        created = sum(1 for key in fresh if key not in existing)
+        outcome.created += created
+        outcome.updated += len(fresh) - created
+        batch.clear()
+
+    for number, cells in rows:
+        if not any(cells):
+            continue
+        outcome.total += 1
+        values: dict[str, Any] = dict(defaults)
+        failed = False
+        for index, column in items:
+            cell = cells[index] if index < len(cells) else ""
+            try:
+                values[column.field] = column.parse(cell, ctx)
+            except RowError as error:
+                failed = True
+                reject(number, column.header, cell, error)
+        if not failed and finish is not None:
+            try:
+                finish(values, ctx)
+            except RowError as error:
+                failed = True
+                reject(number, key_header, "", error)
+        if failed:
+            outcome.rejected_rows += 1
+            key = values.get(schema.key_field)
+            if deactivate_missing and isinstance(key, str) and key:
+                touched.append(key)
+            continue
+        values.update(stamp)
+        values["_row"] = number
+        batch.append(values)
+        if len(batch) >= BATCH:
+            await flush()
+            if progress is not None:
+                await progress(outcome.total)
+    await flush()
+
+    if deactivate_missing:
+        # A rejected row still names an entry the office meant to keep.
+        for start in range(0, len(touched), BATCH):
+            chunk = touched[start : start + BATCH]
+            await conn.execute(
+                update(schema.table).where(key_column.in_(chunk)).values(import_id=import_id)
+            )
+        result = await conn.execute(
+            update(schema.table)
+            .where(
+                and_(
+                    schema.table.c.active.is_(True),
+                    or_(
+                        schema.table.c.import_id.is_(None),
+                        schema.table.c.import_id != import_id,
+                    ),
+                )
+            )
+            .values(active=False, updated_at=now)
+        )
+        outcome.deactivated = result.rowcount
+    return outcome

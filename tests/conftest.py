@@ -1,0 +1,87 @@
+"""Shared fixtures: a migrated database per test (SQLite by default, PostgreSQL when
+TEST_DATABASE_URL / DATABASE_URL says so), a frozen clock, settings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text as sql
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel import SQLModel
+
+from bot.clock import FrozenClock
+from bot.config import Settings
+from storage.db import Database, upgrade
+
+DATA = Path(__file__).parent / "data"
+_MIGRATED: set[str] = set()
+_TEMPLATE_DIR = tempfile.mkdtemp(prefix="dsr-test-template-")
+
+
+def _sqlite_template() -> Path:
+    path = Path(_TEMPLATE_DIR) / "migrated.sqlite3"
+    if not path.exists():
+        upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+def _base_url() -> str:
+    raw = os.environ.get("DATABASE_URL", "")
+    return Settings(database_url=raw).database_url if raw else ""
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    # A Monday morning in Beijing (UTC+8): 2026-03-02 09:00.
+    return FrozenClock(datetime(2026, 3, 2, 1, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> Iterator[str]:
+    base = _base_url()
+    if base.startswith("postgresql"):
+        yield base
+    else:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}"
+
+
+async def _reset_postgres(url: str) -> None:
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        tables = ", ".join(f'"{t.name}"' for t in reversed(SQLModel.metadata.sorted_tables))
+        await conn.execute(sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    await engine.dispose()
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    if db_url.startswith("postgresql"):
+        if db_url not in _MIGRATED:
+            await asyncio.to_thread(upgrade, db_url)
+            _MIGRATED.add(db_url)
+        await _reset_postgres(db_url)
+    else:
+        # Migrating once and copying the file keeps each test's database fresh and cheap.
+        template = _sqlite_template()
+        shutil.copyfile(template, db_url.split(":///", 1)[1])
+    database = Database(db_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        bot_token="123456789:AAFakeTokenForOfflineTestsAndDemos_0000",
+        database_url=db_url,
+        office_admins=[1000],
+        bot_username="dsr_test_bot",
+    )
