@@ -88,6 +88,8 @@ def import_(
         typer.echo(render_plain("imports/report.j2", report=report))
         if report.error_file is not None:
             typer.echo(text("cli.error_file", path=report.error_file))
+        elif report.report_file is not None:
+            typer.echo(text("cli.report_file", path=report.report_file))
         if report.problem:
             return 2
         return 0 if report.applied else 1

@@ -7,21 +7,23 @@ the same report.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from openpyxl import Workbook
 from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
 
 from bot.clock import Clock
 from bot.render import text
-from storage import directory
+from storage import directory, published_import
 from storage.audit import record
 from storage.db import Database
 from storage.directory import SCHEMAS, Outcome, Progress
 from storage.models import ImportRun
+from storage.published import PublishedListError
 from storage.tabular import FileProblem, open_rows
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,10 @@ class ImportReport:
     problem_params: dict[str, Any] = field(default_factory=dict)
     error_file: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Published lists (issue 7): the .xlsx report written even without errors, and the
+    # departments the import created as (name, provisional code) for the office to recode.
+    report_file: Path | None = None
+    departments_created: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -93,6 +99,23 @@ async def import_file(
         source = open_rows(path, max_bytes)
         header = _header(source.rows)
         detected = directory.detect_kind(header)
+        # Issue 7: a province's list as published (header below titles, no 事项编码).
+        if (
+            kind in (None, "items")
+            and detected is None
+            and published_import.is_published_list(path)
+        ):
+            folder = error_dir or path.parent
+            return await _import_published(
+                db,
+                path,
+                report,
+                actor=actor,
+                clock=clock,
+                strict=strict,
+                deactivate_missing=deactivate_missing,
+                folder=folder,
+            )
         if kind is None:
             if detected is None:
                 raise FileProblem("unknown_layout")
@@ -190,25 +213,91 @@ def _fill_run(run: ImportRun, outcome: Outcome, clock: Clock) -> None:
     run.finished_at = clock.now()
 
 
+# --- published lists (issue 7): storage.published_import stores, this fills the report ----------
+
+
+async def _import_published(
+    db: Database,
+    path: Path,
+    report: ImportReport,
+    *,
+    actor: str,
+    clock: Clock,
+    strict: bool,
+    deactivate_missing: bool,
+    folder: Path,
+) -> ImportReport:
+    """A province's list as published; the `.xlsx` report is written even without errors."""
+    report.kind = published_import.PUBLISHED_KIND
+    try:
+        result = await published_import.import_published(
+            db,
+            path,
+            filename=report.filename,
+            actor=actor,
+            clock=clock,
+            strict=strict,
+            deactivate_missing=deactivate_missing,
+        )
+    except PublishedListError:
+        report.problem, report.problem_params = "unknown_layout", {"name": report.filename}
+        return report
+    report.import_id, report.applied = result.import_id, result.applied
+    report.outcome = result.outcome
+    report.extra = result.report_extra()
+    report.departments_created = [(d.name, d.code) for d in result.departments_created]
+    out = folder / f"{Path(report.filename).stem}.report.xlsx"
+    report.report_file = write_error_report(report, out)
+    if report.outcome.errors:
+        report.error_file = report.report_file
+    log.info("import %s from %s: %s", report.kind, report.filename, report.outcome)
+    return report
+
+
+# --- reports -----------------------------------------------------------------------------------
+
+
 def write_error_report(report: ImportReport, out: Path) -> Path:
-    """Every rejected row with its column and reason, for the office to fix and re-send."""
+    """Every rejected row with its column and reason, for the office to fix and re-send.
+
+    Also the report of a published-list import (issue 7), errors or not: the departments it
+    created and the values it kept as written get a sheet each."""
     workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet(text("report.errors_sheet"))
-    sheet.append(
-        [
-            text("report.col_row"),
-            text("report.col_column"),
-            text("report.col_value"),
-            text("report.col_reason"),
-        ]
-    )
-    for row in report.errors():
-        sheet.append(list(row))
-    if report.outcome.errors_truncated:
-        sheet.append([text("report.truncated", count=report.outcome.errors_truncated)])
+    if report.outcome.errors or report.kind != published_import.PUBLISHED_KIND:
+        sheet = workbook.create_sheet(text("report.errors_sheet"))
+        sheet.append(
+            [
+                text("report.col_row"),
+                text("report.col_column"),
+                text("report.col_value"),
+                text("report.col_reason"),
+            ]
+        )
+        for row in report.errors():
+            sheet.append(list(row))
+        if report.outcome.errors_truncated:
+            sheet.append([text("report.truncated", count=report.outcome.errors_truncated)])
     summary = workbook.create_sheet(text("report.summary_sheet"))
     for label, value in summary_rows(report):
         summary.append([label, value])
+    if report.departments_created:
+        created = workbook.create_sheet(text("report.extra.departments_sheet"))
+        created.append([text("report.extra.col_department"), text("report.extra.col_code")])
+        for name, code in report.departments_created:
+            created.append([name, code])
+    unmapped = [(key, v) for key, v in report.extra.items() if isinstance(v, Mapping)]
+    if unmapped:
+        values = workbook.create_sheet(text("report.extra.unmapped"))
+        values.append(
+            [
+                text("report.extra.col_what"),
+                text("report.col_value"),
+                text("report.extra.col_count"),
+            ]
+        )
+        for key, counts in unmapped:
+            for value, count in counts.items():
+                values.append([text(f"report.extra.{key}"), value, count])
     out.parent.mkdir(parents=True, exist_ok=True)
     workbook.save(out)
     return out
@@ -225,7 +314,11 @@ def summary_rows(report: ImportReport) -> list[tuple[str, object]]:
         (text("report.rejected"), o.rejected_rows),
         (text("report.deactivated"), o.deactivated if report.applied else 0),
     ]
-    rows += [(text(f"report.extra.{key}"), value) for key, value in report.extra.items()]
+    # A mapping (value -> count) is listed on its own sheet; the summary gives how many values.
+    rows += [
+        (text(f"report.extra.{key}"), len(value) if isinstance(value, Mapping) else value)
+        for key, value in report.extra.items()
+    ]
     return rows
 
 
@@ -240,10 +333,10 @@ def write_template(kind: str, out: Path) -> Path:
     sheet.append([c.example for c in schema.columns])
     bold = Font(bold=True)
     for index, column in enumerate(schema.columns, start=1):
-        cell = sheet.cell(row=1, column=index)
-        cell.font = bold
-        letter = cell.column_letter
-        sheet.column_dimensions[letter].width = max(12, len(column.header) * 2 + 4)
+        sheet.cell(row=1, column=index).font = bold
+        sheet.column_dimensions[get_column_letter(index)].width = max(
+            12, len(column.header) * 2 + 4
+        )
     sheet.freeze_panes = "A2"
     notes = workbook.create_sheet(text("template.notes_sheet"))
     notes.append(

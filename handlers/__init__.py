@@ -1,4 +1,4 @@
-"""aiogram routers, grouped by audience."""
+"""aiogram routers, grouped by audience; built fresh for every dispatcher."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ def setup_routers() -> Router:
 
     root = Router(name="root")
     root.include_routers(
-        start.router, groups.router, imports.router, invites.router, fallback.router
+        start.create_router(),
+        groups.create_router(),
+        imports.create_router(),
+        invites.create_router(),
+        fallback.create_router(),
     )
     return root

@@ -14,11 +14,8 @@ from bot.people import Identity
 from bot.render import render
 
 log = logging.getLogger(__name__)
-router = Router(name="groups")
-router.message.filter(F.chat.type.in_({"group", "supergroup"}))
 
 
-@router.message(Command("bind"), flags={"role": "office"})
 async def bind(
     message: Message, command: CommandObject, identity: Identity, services: Services
 ) -> None:
@@ -48,7 +45,6 @@ async def bind(
     await message.answer(render("groups/bound.j2", binding=binding))
 
 
-@router.message(F.migrate_to_chat_id)
 async def migrated(message: Message, services: Services) -> None:
     """The group became a supergroup: move its binding to the new chat id."""
     assert message.migrate_to_chat_id is not None
@@ -64,7 +60,6 @@ async def migrated(message: Message, services: Services) -> None:
     )
 
 
-@router.message(F.migrate_from_chat_id)
 async def migrated_from(message: Message, services: Services) -> None:
     """The same migration seen from the new supergroup (may arrive first)."""
     assert message.migrate_from_chat_id is not None
@@ -75,3 +70,12 @@ async def migrated_from(message: Message, services: Services) -> None:
             new_chat_id=message.chat.id,
             now=services.clock.now(),
         )
+
+
+def create_router() -> Router:
+    router = Router(name="groups")
+    router.message.filter(F.chat.type.in_({"group", "supergroup"}))
+    router.message.register(bind, Command("bind"), flags={"role": "office"})
+    router.message.register(migrated, F.migrate_to_chat_id)
+    router.message.register(migrated_from, F.migrate_from_chat_id)
+    return router

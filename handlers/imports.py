@@ -19,7 +19,6 @@ from bot.people import Identity
 from bot.render import render
 from storage.directory import KIND_ALIASES, SCHEMAS
 
-router = Router(name="imports")
 PROGRESS_EVERY_S = 2.0
 
 
@@ -48,7 +47,6 @@ def _kind(args: str | None) -> tuple[str | None, bool]:
     return kind, kind is not None
 
 
-@router.message(Command("import"), F.document, flags={"role": "office"})
 async def import_with_caption(
     message: Message,
     command: CommandObject,
@@ -66,7 +64,6 @@ async def import_with_caption(
         await _run(message, bot, services, identity, kind)
 
 
-@router.message(Command("import"), flags={"role": "office"})
 async def import_start(
     message: Message, command: CommandObject, services: Services, state: FSMContext
 ) -> None:
@@ -82,14 +79,12 @@ async def import_start(
     await message.answer(render("imports/send_file.j2", kind=kind))
 
 
-@router.message(Command("cancel"), StateFilter(ImportDialog.waiting_file))
 async def import_cancel(message: Message, state: FSMContext) -> None:
     """Leave the import without sending a file."""
     await state.clear()
     await message.answer(render("imports/cancelled.j2"))
 
 
-@router.message(StateFilter(ImportDialog.waiting_file), F.document, flags={"role": "office"})
 async def import_file_received(
     message: Message, bot: Bot, services: Services, identity: Identity, state: FSMContext
 ) -> None:
@@ -99,7 +94,6 @@ async def import_file_received(
     await _run(message, bot, services, identity, data.get("kind"))
 
 
-@router.message(StateFilter(ImportDialog.waiting_file))
 async def import_not_a_file(message: Message) -> None:
     """Anything but a document while we wait for one."""
     await message.answer(render("imports/not_a_file.j2"))
@@ -144,9 +138,13 @@ async def _run(
                 FSInputFile(report.error_file, filename=report.error_file.name),
                 caption=render("imports/error_file.j2", count=report.outcome.rejected_rows),
             )
+        elif report.report_file is not None:
+            await message.answer_document(
+                FSInputFile(report.report_file, filename=report.report_file.name),
+                caption=render("imports/report_file.j2"),
+            )
 
 
-@router.message(Command("template"), flags={"role": "office"})
 async def template(message: Message, command: CommandObject) -> None:
     """/template KIND: the Excel template to fill in."""
     kind, understood = _kind(command.args)
@@ -161,3 +159,26 @@ async def template(message: Message, command: CommandObject) -> None:
             ),
             caption=render("imports/template_caption.j2", kind=kind),
         )
+
+
+def create_router() -> Router:
+    router = Router(name="imports")
+    router.message.register(
+        import_with_caption, Command("import"), F.document, flags={"role": "office"}
+    )
+    router.message.register(import_start, Command("import"), flags={"role": "office"})
+    router.message.register(
+        import_cancel, Command("cancel"), StateFilter(ImportDialog.waiting_file)
+    )
+    router.message.register(
+        import_file_received,
+        StateFilter(ImportDialog.waiting_file),
+        F.document,
+        flags={"role": "office"},
+    )
+    # Other commands still work while we wait for the file.
+    router.message.register(
+        import_not_a_file, StateFilter(ImportDialog.waiting_file), ~F.text.startswith("/")
+    )
+    router.message.register(template, Command("template"), flags={"role": "office"})
+    return router

@@ -9,16 +9,13 @@ from aiogram import Bot, Router
 from aiogram.exceptions import TelegramForbiddenError
 from aiogram.filters import Command, CommandObject
 from aiogram.types import FSInputFile, Message
-from bot.invites import InviteRequest, parse_invite_args, write_invites
 
 from bot.app import Services
+from bot.invites import InviteRequest, parse_invite_args, write_invites
 from bot.people import Identity, InviteProblem, issue_invites
 from bot.render import render
 
-router = Router(name="invites")
 
-
-@router.message(Command("invite"), flags={"role": "office"})
 async def invite(
     message: Message, command: CommandObject, bot: Bot, identity: Identity, services: Services
 ) -> None:
@@ -57,3 +54,9 @@ async def invite(
             return
     if message.chat.type != "private":
         await message.answer(render("invites/sent_privately.j2", count=len(issued)))
+
+
+def create_router() -> Router:
+    router = Router(name="invites")
+    router.message.register(invite, Command("invite"), flags={"role": "office"})
+    return router

@@ -11,10 +11,7 @@ from bot.chats import binding_of
 from bot.people import Identity, Redeem, load_identity, redeem_invite
 from bot.render import render
 
-router = Router(name="start")
 
-
-@router.message(CommandStart(deep_link=True), F.chat.type == "private")
 async def start_with_code(message: Message, command: CommandObject, services: Services) -> None:
     """Redeem an invite: bind this Telegram account to a directory entry."""
     assert message.from_user is not None
@@ -37,7 +34,6 @@ async def start_with_code(message: Message, command: CommandObject, services: Se
         await message.answer(render("start/code_problem.j2", status=result.status.value))
 
 
-@router.message(CommandStart(), F.chat.type == "private")
 async def start_plain(message: Message, identity: Identity) -> None:
     """Greet a known person; tell a stranger how to get an invitation."""
     if identity.known:
@@ -46,7 +42,6 @@ async def start_plain(message: Message, identity: Identity) -> None:
         await message.answer(render("start/stranger.j2"))
 
 
-@router.message(Command("help"))
 async def help_(message: Message, identity: Identity) -> None:
     """The caller's commands, by role and chat type."""
     private = message.chat.type == "private"
@@ -55,7 +50,6 @@ async def help_(message: Message, identity: Identity) -> None:
     )
 
 
-@router.message(Command("me"))
 async def me(message: Message, identity: Identity, services: Services) -> None:
     """Who the bot thinks you are (and, in a group, what the group is bound to)."""
     binding = None
@@ -63,3 +57,12 @@ async def me(message: Message, identity: Identity, services: Services) -> None:
         async with services.db.read() as session:
             binding = await binding_of(session, message.chat.id)
     await message.answer(render("common/me.j2", identity=identity, binding=binding))
+
+
+def create_router() -> Router:
+    router = Router(name="start")
+    router.message.register(start_with_code, CommandStart(deep_link=True), F.chat.type == "private")
+    router.message.register(start_plain, CommandStart(), F.chat.type == "private")
+    router.message.register(help_, Command("help"))
+    router.message.register(me, Command("me"))
+    return router

@@ -19,6 +19,7 @@ from sqlmodel import SQLModel
 from bot.clock import FrozenClock
 from bot.config import Settings
 from storage.db import Database, upgrade
+from tests.harness import OFFICE, Harness, running
 
 DATA = Path(__file__).parent / "data"
 _MIGRATED: set[str] = set()
@@ -79,9 +80,24 @@ async def db(db_url: str) -> AsyncIterator[Database]:
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         bot_token="123456789:AAFakeTokenForOfflineTestsAndDemos_0000",
         database_url=db_url,
         office_admins=[1000],
         bot_username="dsr_test_bot",
     )
+
+
+@pytest.fixture
+async def harness(db: Database, settings: Settings, clock: FrozenClock) -> AsyncIterator[Harness]:
+    if os.environ.get("REDIS_URL"):
+        # Dialog state lives in Redis in this run: start each test from an empty one.
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(os.environ["REDIS_URL"])
+        await redis.flushdb()
+        await redis.aclose()
+        settings.redis_url = os.environ["REDIS_URL"]
+    async with running(db, settings, clock) as h:
+        h.person(OFFICE, "协调办管理员")
+        yield h

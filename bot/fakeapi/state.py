@@ -388,7 +388,9 @@ class FakeTelegram:
         bot_first_name: str = "Fake Bot",
         limits: RateLimits | None = TELEGRAM_LIMITS,
         clock: Callable[[], float] = time.time,
+        rate_clock: Callable[[], float] = time.monotonic,
         first_update_id: int = 1,
+        keep_calls: bool = True,
     ) -> None:
         left, sep, right = token.partition(":")
         if not (sep and left.isdigit() and right):
@@ -398,6 +400,8 @@ class FakeTelegram:
         self.bot_username = bot_username
         self.bot_first_name = bot_first_name
         self.clock = clock
+        self.rate_clock = rate_clock
+        self.keep_calls = keep_calls
         self.limits = limits
         self.limiter = RateLimiter(limits)
         self.users: dict[int, FakeUser] = {}
@@ -1100,7 +1104,7 @@ class FakeTelegram:
 
     def admit_send(self, chat: FakeChat) -> None:
         """Flood control for outgoing messages; counts every 429 it serves."""
-        retry_after = self.limiter.admit(chat.id, chat.is_group, self.clock())
+        retry_after = self.limiter.admit(chat.id, chat.is_group, self.rate_clock())
         if retry_after is not None:
             self.throttled_429 += 1
             raise ApiError(
@@ -1155,8 +1159,9 @@ class FakeTelegram:
         self._notify()
 
     def log_call(self, record: CallRecord) -> None:
-        """Single entry point for the call log so its shape stays uniform."""
-        self.calls.append(record)
+        """Single entry point so benchmarks can switch the (memory-hungry) log off."""
+        if self.keep_calls:
+            self.calls.append(record)
 
 
 def scope_key(scope: Mapping[str, Any] | None, language_code: str = "") -> tuple[str, str]:

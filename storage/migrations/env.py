@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -39,4 +40,11 @@ if context.is_offline_mode():
     with context.begin_transaction():
         context.run_migrations()
 else:
-    asyncio.run(_online())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_online())
+    else:
+        # Called from inside an event loop (the bot, tests): migrate on a worker thread.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, _online()).result()
