@@ -8,6 +8,7 @@ roll everything back and a crash leaves nothing half-written.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
@@ -90,9 +91,13 @@ def text(max_len: int, required: bool = True) -> Parser:
 
 _YES = {"是", "y", "yes", "1", "true", "√"}
 _NO = {"否", "n", "no", "0", "false", ""}
+_YES_NO = dict.fromkeys(_YES, True) | dict.fromkeys(_NO, False)
 
 
 def yes_no(value: str, _ctx: Context) -> bool:
+    answer = _YES_NO.get(value)  # the usual spellings, without lower()
+    if answer is not None:
+        return answer
     lowered = value.lower()
     if lowered in _YES:
         return True
@@ -104,6 +109,8 @@ def yes_no(value: str, _ctx: Context) -> bool:
 def count(value: str, _ctx: Context) -> int:
     if not value:
         return 0
+    if value.isascii() and value.isdigit():  # what Decimal would make of it, faster
+        return int(value)
     try:
         number = Decimal(value)
     except InvalidOperation:
@@ -113,9 +120,14 @@ def count(value: str, _ctx: Context) -> int:
     return int(number)
 
 
+_GRADES = {"A", "B", "C", "D", ""}
+
+
 def credit_class(value: str, _ctx: Context) -> str:
+    if value in _GRADES:
+        return value
     grade = value.upper().removesuffix("类").removesuffix("级")
-    if grade in {"A", "B", "C", "D", ""}:
+    if grade in _GRADES:
         return grade
     raise RowError("credit")
 
@@ -124,8 +136,11 @@ def credit_class(value: str, _ctx: Context) -> str:
 _STATUS = {"在业": "存续", "开业": "存续", "存续（在营、开业、在册）": "存续"}
 
 
+_status_text = text(32)
+
+
 def status(value: str, ctx: Context) -> str:
-    return _STATUS.get(value, text(32)(value, ctx))
+    return _STATUS.get(value) or _status_text(value, ctx)
 
 
 def department_code(value: str, ctx: Context) -> str:
@@ -136,10 +151,32 @@ def department_code(value: str, ctx: Context) -> str:
     return value
 
 
+# GB 32100-2015 weighs position i by 3**i mod 31 and picks the 18th character so that the
+# weighted sum is 0 mod 31; one table per position makes the check a single pass in C.
+_USCC_TABLES = tuple(
+    {char: value * pow(3, position, 31) % 31 for value, char in enumerate(uscc.CHARSET)}
+    for position in range(18)
+)
+_lookup = dict.__getitem__
+
+
+def _valid_uscc(code: str) -> bool:
+    """Same answer as `uscc.is_valid`, several times faster: it runs for every target row."""
+    if len(code) != 18:
+        return False
+    try:
+        return sum(map(_lookup, _USCC_TABLES, code)) % 31 == 0
+    except KeyError:
+        return False
+
+
 def optional_uscc(value: str, _ctx: Context) -> str | None:
     if not value:
         return None
-    code = uscc.normalize(value)
+    # uscc.normalize() only changes full-width characters beyond upper() and spaces.
+    code = value.strip().upper().replace(" ", "") if value.isascii() else uscc.normalize(value)
+    if _valid_uscc(code):
+        return code
     reason = uscc.problem(code)
     if reason:
         raise RowError(reason)
@@ -424,10 +461,10 @@ def header_map(schema: Schema, header: Sequence[str]) -> tuple[dict[int, Column]
     found: dict[int, Column] = {}
     seen: set[str] = set()
     for index, raw in enumerate(header):
-        column = wanted.get(normalize_header(raw))
-        if column is not None and column.field not in seen:
-            found[index] = column
-            seen.add(column.field)
+        match = wanted.get(normalize_header(raw))
+        if match is not None and match.field not in seen:
+            found[index] = match
+            seen.add(match.field)
     missing = [c.header for c in schema.columns if c.required and c.field not in seen]
     return found, missing
 
@@ -474,7 +511,7 @@ class Outcome:
 
 
 Progress = Callable[[int], Awaitable[None]]
-BATCH = 2000
+BATCH = 5000
 
 
 def _upsert_statement(schema: Schema, dialect: str) -> Any:
@@ -497,6 +534,67 @@ def _defaults(schema: Schema) -> dict[str, Any]:
     return out
 
 
+class _Store:
+    """The two statements an import runs per batch, compiled once and sent to the driver.
+
+    SQLAlchemy's per-row work on an executemany (parameter dicts, bind processing, the
+    insertmanyvalues rewrite) cost more than parsing the file; here each row is one tuple in
+    the statement's parameter order, and only the columns whose type has a bind processor
+    (booleans on SQLite, aware datetimes, JSON) go through it. Same SQL, same transaction.
+    """
+
+    def __init__(self, conn: AsyncConnection, schema: Schema, constants: dict[str, Any]) -> None:
+        self.conn = conn
+        self.schema = schema
+        dialect = conn.dialect
+        names = [c.name for c in schema.table.columns if c.name != "id"]
+        compiled = _upsert_statement(schema, dialect.name).compile(
+            dialect=dialect, column_keys=names
+        )
+        self.upsert_sql = compiled.string
+        order = list(compiled.positiontup or ())
+        assert sorted(order) == sorted(names), order
+        self.order = operator.itemgetter(*order)
+        processors = {
+            c.name: c.type.dialect_impl(dialect).bind_processor(dialect)
+            for c in schema.table.columns
+        }
+        # Values every row shares are converted once, the rest per row.
+        self.constants = {
+            name: (processors.get(name) or _same)(value) for name, value in constants.items()
+        }
+        self.per_row = [
+            (name, process)
+            for name, process in processors.items()
+            if process is not None and name in names and name not in constants
+        ]
+        self._select: dict[int, str] = {}
+
+    def params(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        for name, process in self.per_row:
+            values[name] = process(values[name])
+        return cast(tuple[Any, ...], self.order(values))
+
+    async def existing(self, keys: list[str]) -> dict[str, int | None]:
+        """Key -> import_id of the stored entries among `keys`."""
+        sql = self._select.get(len(keys))
+        if sql is None:
+            table = self.schema.table
+            key_column = table.c[self.schema.key_field]
+            binds = [bindparam(f"k{i}", type_=key_column.type) for i in range(len(keys))]
+            statement = select(key_column, table.c.import_id).where(key_column.in_(binds))
+            sql = self._select[len(keys)] = statement.compile(dialect=self.conn.dialect).string
+        found = await self.conn.exec_driver_sql(sql, tuple(keys))
+        return dict(cast(list[tuple[str, int | None]], found.all()))
+
+    async def upsert(self, params: list[tuple[Any, ...]]) -> None:
+        await self.conn.exec_driver_sql(self.upsert_sql, params)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
 async def run_import(
     conn: AsyncConnection,
     schema: Schema,
@@ -514,19 +612,27 @@ async def run_import(
     department_codes = set((await conn.execute(select(col(Department.code)))).scalars())
     ctx = Context(department_codes, now)
     outcome = Outcome()
-    statement = _upsert_statement(schema, conn.dialect.name)
-    key_column = schema.table.c[schema.key_field]
+    key_field = schema.key_field
+    key_column = schema.table.c[key_field]
     defaults = _defaults(schema)
     # Optional columns the file leaves out take what an empty cell would give.
     for column in schema.columns:
         if column not in columns.values():
             defaults[column.field] = column.parse("", ctx)
     stamp = {"import_id": import_id, "active": True, "updated_at": now, "created_at": now}
+    # What `finish` may read stays as parsed; the rest is converted for the driver up front.
+    template = {column.field for column in schema.columns}
+    store = _Store(conn, schema, {k: v for k, v in defaults.items() if k not in template} | stamp)
+    base = store.constants | {k: v for k, v in defaults.items() if k in template}
     key_header = schema.key_header
     finish = schema.finish
     items = list(columns.items())
+    cells_of = [(index, column.parse) for index, column in items]
+    fields = [column.field for column in columns.values()]
+    width = max(columns, default=-1) + 1
+    padding = [""] * width
 
-    batch: list[dict[str, Any]] = []
+    batch: list[tuple[int, dict[str, Any]]] = []
     touched: list[str] = []
 
     def reject(number: int, column: str, value: str, error: RowError) -> None:
@@ -535,25 +641,26 @@ async def run_import(
         else:
             outcome.errors_truncated += 1
 
+    def rejected(values: dict[str, Any]) -> None:
+        outcome.rejected_rows += 1
+        key = values.get(key_field)
+        if deactivate_missing and isinstance(key, str) and key:
+            touched.append(key)
+
     async def flush() -> None:
         if not batch:
             return
-        keys = [r[schema.key_field] for r in batch]
-        found = await conn.execute(
-            select(key_column, schema.table.c.import_id).where(key_column.in_(keys))
-        )
-        existing = {k: imp for k, imp in found.all()}
-        fresh: dict[str, dict[str, Any]] = {}
-        for record in batch:
-            key = record[schema.key_field]
+        existing = await store.existing([values[key_field] for _number, values in batch])
+        fresh: dict[str, tuple[Any, ...]] = {}
+        for number, values in batch:
+            key = values[key_field]
             if existing.get(key, -1) == import_id or key in fresh:
-                reject(record.pop("_row"), key_header, key, RowError("duplicate_key"))
+                reject(number, key_header, key, RowError("duplicate_key"))
                 outcome.rejected_rows += 1
                 continue
-            record.pop("_row")
-            fresh[key] = record
+            fresh[key] = store.params(values)
         if fresh:
-            await conn.execute(statement, list(fresh.values()))
+            await store.upsert(list(fresh.values()))
         created = sum(1 for key in fresh if key not in existing)
         outcome.created += created
         outcome.updated += len(fresh) - created
@@ -563,30 +670,30 @@ async def run_import(
         if not any(cells):
             continue
         outcome.total += 1
-        values: dict[str, Any] = dict(defaults)
-        failed = False
-        for index, column in items:
-            cell = cells[index] if index < len(cells) else ""
-            try:
-                values[column.field] = column.parse(cell, ctx)
-            except RowError as error:
-                failed = True
-                reject(number, column.header, cell, error)
-        if not failed and finish is not None:
+        if len(cells) < width:
+            cells = cells + padding[len(cells) :]
+        try:
+            parsed = [parse(cells[index], ctx) for index, parse in cells_of]
+        except RowError:
+            # Check the row cell by cell, to report every bad cell of it.
+            values = dict(defaults)
+            for index, column in items:
+                try:
+                    values[column.field] = column.parse(cells[index], ctx)
+                except RowError as error:
+                    reject(number, column.header, cells[index], error)
+            rejected(values)
+            continue
+        values = dict(base)
+        values.update(zip(fields, parsed, strict=True))
+        if finish is not None:
             try:
                 finish(values, ctx)
             except RowError as error:
-                failed = True
                 reject(number, key_header, "", error)
-        if failed:
-            outcome.rejected_rows += 1
-            key = values.get(schema.key_field)
-            if deactivate_missing and isinstance(key, str) and key:
-                touched.append(key)
-            continue
-        values.update(stamp)
-        values["_row"] = number
-        batch.append(values)
+                rejected(values)
+                continue
+        batch.append((number, values))
         if len(batch) >= BATCH:
             await flush()
             if progress is not None:

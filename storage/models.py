@@ -6,11 +6,11 @@ are replaced. Times are aware UTC (SQLModel enforces it).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -215,3 +215,241 @@ class AppSetting(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=64)
     value: str = Field(max_length=500)
+
+
+# --- tasks, draws, inspections (issue 3) ----------------------------------------------------
+
+
+class TaskStatus(StrEnum):
+    PLANNED = "planned"  # created, not drawn yet
+    DRAWN = "drawn"  # an executed, non-voided draw exists
+    CLOSED = "closed"
+
+
+class Task(SQLModel, table=True):
+    """抽查任务: what to check, where, how many, by whom, and when."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    year: int
+    status: str = Field(default=TaskStatus.PLANNED, max_length=16)
+    item_codes: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    department_codes: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    lead_department: str = Field(max_length=64)
+    # {"regions": [...], "industries": [...], "subject_types": [...], "tags": [...]}
+    filters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    ratio_policy: str = Field(default="credit", max_length=16)  # credit | flat | all
+    # {"A": "0.01", "B": "0.03", ...} for credit; {"flat": "0.05"} for flat
+    ratios: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
+    flag_threshold: int = 3
+    reinspect: bool = False  # override "not already inspected this year"
+    window_start: date
+    window_end: date
+    selection_mode: str = Field(default="global", max_length=32)
+    stations: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    group_size: int = 2
+    method: str = Field(default="现场", max_length=32)
+    mergeable: bool = True
+    # Per-task overrides of duty deadlines (working days), e.g. {"confirm": 2, "review": 3}.
+    deadlines: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_by: str = Field(max_length=64)
+    created_at: datetime
+    updated_at: datetime
+
+
+class DrawStatus(StrEnum):
+    COMMITTED = "committed"  # commitment published, not executed
+    EXECUTED = "executed"
+    VOIDED = "voided"
+    ABANDONED = "abandoned"  # committed, then cancelled before execution
+
+
+class Draw(SQLModel, table=True):
+    """One draw of one task. Immutable once executed; voiding keeps it and its record."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="task.id", index=True)
+    status: str = Field(default=DrawStatus.COMMITTED, max_length=16)
+    algorithm: str = Field(default="dsr-draw/1", max_length=32)
+    # Secret until executed; published in the announcement afterwards.
+    seed_hex: str = Field(max_length=64)
+    commitment: str = Field(max_length=64)
+    candidate_digest: str = Field(max_length=64)
+    # The full verifiable record (bot.draw), appended to by replacements; never rewritten.
+    record: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    committed_by: str = Field(max_length=64)
+    committed_at: datetime
+    executed_at: datetime | None = None
+    voided_at: datetime | None = None
+    voided_by: str | None = Field(default=None, max_length=64)
+    void_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class InspectionStatus(StrEnum):
+    ASSIGNED = "assigned"  # group drawn, waiting for confirmations
+    CONFIRMED = "confirmed"  # every member confirmed
+    SUBMITTED = "submitted"  # result entered, waiting for co-signatures
+    COSIGNED = "cosigned"  # waiting for review
+    APPROVED = "approved"  # reviewed, waiting for publication
+    PUBLISHED = "published"
+    SHORTFALL = "shortfall"  # no valid group could be drawn; the office decides
+    CANCELLED = "cancelled"  # its draw was voided
+
+
+class Inspection(SQLModel, table=True):
+    """One visit to one target ("进一次门，查多项事"): may serve several tasks once merged."""
+
+    __table_args__ = (Index("ix_inspection_target_status", "target_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    draw_id: int = Field(foreign_key="draw.id", index=True)
+    target_id: int = Field(foreign_key="target.id")
+    target_key: str = Field(max_length=64)
+    lead_department: str = Field(max_length=64)
+    rank: str = Field(max_length=64)
+    batch_order: int = 0
+    window_start: date
+    window_end: date
+    method: str = Field(default="现场", max_length=32)
+    status: str = Field(default=InspectionStatus.ASSIGNED, max_length=16)
+    merged: bool = False
+    created_at: datetime
+    updated_at: datetime
+
+
+class InspectionItem(SQLModel, table=True):
+    """Which task's which check item an inspection covers."""
+
+    __table_args__ = (UniqueConstraint("inspection_id", "task_id", "item_code"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    inspection_id: int = Field(foreign_key="inspection.id", index=True)
+    task_id: int = Field(foreign_key="task.id", index=True)
+    draw_id: int = Field(foreign_key="draw.id")
+    item_code: str = Field(max_length=64)
+    year: int = Field(index=True)
+
+
+class AssignmentStatus(StrEnum):
+    PENDING = "pending"  # delivered (or waiting to be), not confirmed
+    CONFIRMED = "confirmed"
+    RECUSAL_REQUESTED = "recusal_requested"
+    RECUSED = "recused"  # recusal approved; a replacement took the seat
+
+
+class Assignment(SQLModel, table=True):
+    """An inspector's seat in an inspection's group."""
+
+    __table_args__ = (UniqueConstraint("inspection_id", "inspector_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    inspection_id: int = Field(foreign_key="inspection.id", index=True)
+    inspector_id: int = Field(foreign_key="inspector.id", index=True)
+    pick_index: int  # j of the partial Fisher–Yates pick (bot.draw)
+    status: str = Field(default=AssignmentStatus.PENDING, max_length=20)
+    replaces_id: int | None = Field(default=None, foreign_key="assignment.id")
+    delivered_at: datetime | None = None
+    confirmed_at: datetime | None = None
+    recusal_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime
+
+
+# --- delivery (issue 5) ---------------------------------------------------------------------
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"  # gave up (403, or too many attempts)
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A message to send, written in the same transaction as the change that causes it."""
+
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idem_key: str = Field(max_length=200, unique=True)
+    chat_id: int = Field(sa_type=BigInteger, index=True)
+    is_group: bool = False
+    method: str = Field(default="sendMessage", max_length=32)  # sendMessage | sendDocument
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    reply_markup: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    document_name: str | None = Field(default=None, max_length=200)
+    document: bytes | None = Field(default=None, sa_type=LargeBinary)
+    # Who to tell when the recipient cannot be reached (403): a department's liaisons.
+    notify_department: str | None = Field(default=None, max_length=64)
+    status: str = Field(default=OutboxStatus.PENDING, max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime
+    claimed_by: str | None = Field(default=None, max_length=64)
+    claimed_until: datetime | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    tg_message_id: int | None = Field(default=None, sa_type=BigInteger)
+    created_at: datetime
+    sent_at: datetime | None = None
+
+
+# --- deadlines and the 三单 (issue 5) --------------------------------------------------------
+
+
+class DutyStatus(StrEnum):
+    OPEN = "open"
+    DONE = "done"
+    DONE_LATE = "done_late"
+    CANCELLED = "cancelled"
+
+
+class Duty(SQLModel, table=True):
+    """A thing someone must do by a date (a deadline in working days). The sweeper escalates it."""
+
+    __table_args__ = (
+        UniqueConstraint("kind", "subject"),
+        Index("ix_duty_open_due", "status", "next_check_on"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)  # confirm | inspect | cosign | review | publish | followup ...
+    subject: str = Field(max_length=64)  # e.g. "assignment:12", "inspection:5"
+    inspection_id: int | None = Field(default=None, foreign_key="inspection.id", index=True)
+    responsible_role: str = Field(max_length=16)  # inspector | liaison | office
+    inspector_id: int | None = Field(default=None, foreign_key="inspector.id")
+    department_code: str = Field(max_length=64)
+    deadline: date
+    status: str = Field(default=DutyStatus.OPEN, max_length=16)
+    stage: int = 0  # 0 nothing sent, 1 reminded, 2 supervised, 3 accountability
+    next_check_on: date  # the next date the sweeper must look at this duty
+    supervision_deadline: date | None = None
+    created_at: datetime
+    done_at: datetime | None = None
+
+
+class Notice(SQLModel, table=True):
+    """懒政提醒单 / 怠政督办单 / 失职问责单; one per duty and kind."""
+
+    __table_args__ = (UniqueConstraint("duty_id", "kind"), UniqueConstraint("kind", "year", "seq"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    duty_id: int = Field(foreign_key="duty.id", index=True)
+    kind: str = Field(max_length=16)  # reminder | supervision | accountability
+    year: int
+    seq: int | None = None  # the 17 of 督〔2026〕17号; reminders are not numbered
+    issued_at: datetime
+    deadline: date | None = None  # the new deadline a supervision order sets
+    status: str = Field(default="open", max_length=16)  # open | closed | decided
+    closed_late: bool = False
+    decision: str | None = Field(default=None, max_length=16)  # 问责 | 免责
+    decision_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    decided_by: str | None = Field(default=None, max_length=64)
+    decided_at: datetime | None = None
+    closed_at: datetime | None = None
+
+
+class Holiday(SQLModel, table=True):
+    """State Council dates loaded by the office for years the calendar package lacks."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    day: date = Field(unique=True)
+    working: bool  # True = 班 (make-up workday), False = 休
+    loaded_by: str = Field(max_length=64)
+    loaded_at: datetime

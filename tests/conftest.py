@@ -3,7 +3,6 @@ TEST_DATABASE_URL / DATABASE_URL says so), a frozen clock, settings."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
@@ -12,13 +11,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
+import storage.models  # noqa: F401  (registers every table)
 from bot.clock import FrozenClock
 from bot.config import Settings
-from storage.db import Database, upgrade
+from storage.db import Database
 from tests.harness import OFFICE, Harness, running
 
 DATA = Path(__file__).parent / "data"
@@ -27,9 +28,12 @@ _TEMPLATE_DIR = tempfile.mkdtemp(prefix="dsr-test-template-")
 
 
 def _sqlite_template() -> Path:
-    path = Path(_TEMPLATE_DIR) / "migrated.sqlite3"
+    """The schema from the models (tests/test_migrations.py proves migrations give the same)."""
+    path = Path(_TEMPLATE_DIR) / "schema.sqlite3"
     if not path.exists():
-        upgrade(f"sqlite+aiosqlite:///{path}")
+        engine = create_engine(f"sqlite:///{path}")
+        SQLModel.metadata.create_all(engine)
+        engine.dispose()
     return path
 
 
@@ -53,6 +57,15 @@ def db_url(tmp_path: Path) -> Iterator[str]:
         yield f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}"
 
 
+async def _create_postgres_schema(url: str) -> None:
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(sql("DROP SCHEMA public CASCADE"))
+        await conn.execute(sql("CREATE SCHEMA public"))
+        await conn.run_sync(SQLModel.metadata.create_all)
+    await engine.dispose()
+
+
 async def _reset_postgres(url: str) -> None:
     engine = create_async_engine(url)
     async with engine.begin() as conn:
@@ -65,7 +78,7 @@ async def _reset_postgres(url: str) -> None:
 async def db(db_url: str) -> AsyncIterator[Database]:
     if db_url.startswith("postgresql"):
         if db_url not in _MIGRATED:
-            await asyncio.to_thread(upgrade, db_url)
+            await _create_postgres_schema(db_url)
             _MIGRATED.add(db_url)
         await _reset_postgres(db_url)
     else:

@@ -18,6 +18,8 @@ from bot.app import Services, create_bot, create_dispatcher
 from bot.clock import FrozenClock
 from bot.config import Settings
 from bot.fakeapi import FakeTelegram, RateLimits, StoredMessage, run_fake_server
+from bot.sender import Sender
+from bot.telegram import AiogramTransport
 from storage.db import Database
 
 OFFICE = 1000  # in OFFICE_ADMINS of the test settings
@@ -29,7 +31,12 @@ class Harness:
     bot: Bot
     dispatcher: Dispatcher
     services: Services
+    sender: Sender
     seen: dict[int, int] = field(default_factory=dict)
+
+    async def deliver(self) -> int:
+        """Let the outbox sender deliver everything due (what the running bot does each second)."""
+        return await self.sender.drain()
 
     async def feed(self, update: dict[str, Any]) -> None:
         await self.dispatcher.feed_update(
@@ -110,7 +117,8 @@ async def running(db: Database, settings: Settings, clock: FrozenClock) -> Async
         bot = create_bot(settings)
         dispatcher = create_dispatcher(services)
         try:
-            yield Harness(fake, bot, dispatcher, services)
+            sender = Sender(db, AiogramTransport(bot), clock)
+            yield Harness(fake, bot, dispatcher, services, sender)
         finally:
             await dispatcher.storage.close()
             await bot.session.close()

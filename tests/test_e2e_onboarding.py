@@ -231,3 +231,24 @@ async def test_published_list_sent_in_chat_gets_report_and_workbook(harness: Har
     assert workbook.document is not None and workbook.document["file_name"].endswith(".report.xlsx")
     sheets = load_workbook(BytesIO(h.fake.file_bytes(workbook.document["file_id"]))).sheetnames
     assert "新建部门" in sheets
+
+
+async def test_outbox_messages_reach_people_and_403_is_recorded(harness: Harness) -> None:
+    from bot.outbox import enqueue
+    from storage.models import OutboxMessage
+
+    h = harness
+    reachable = h.person(801, "甲")
+    never_opened = h.person(802, "乙", started=False)
+    async with h.services.db.session() as session:
+        for user in (reachable, never_opened):
+            await enqueue(session, key=f"t:{user}", chat_id=user, text="<b>通知</b>",
+                          now=h.services.clock.now(), buttons=[[("好", "x")]])
+    assert await h.deliver() == 1
+    message = h.fake.last_bot_message(reachable)
+    assert message.text == "通知" and message.button_texts() == ["好"]
+    async with h.services.db.read() as session:
+        rows = {r.chat_id: r for r in await session.exec(select(OutboxMessage))}
+    assert rows[reachable].status == "sent" and rows[reachable].tg_message_id == message.message_id
+    assert rows[never_opened].status == "failed"
+    assert await h.deliver() == 0
