@@ -68,7 +68,6 @@ def _plain_environment() -> Environment:
 
 @cache
 def _texts() -> dict[str, str]:
-    raw = yaml.safe_load((TEMPLATES / "texts.yaml").read_text(encoding="utf-8"))
     flat: dict[str, str] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -78,8 +77,21 @@ def _texts() -> dict[str, str]:
         else:
             flat[prefix] = str(node)
 
-    walk("", raw)
+    # One catalogue per feature (templates/texts/*.yaml) plus the common one; keys must not clash.
+    for path in [TEMPLATES / "texts.yaml", *sorted((TEMPLATES / "texts").glob("*.yaml"))]:
+        before = len(flat)
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        count = _count_leaves(raw)
+        walk("", raw)
+        if len(flat) != before + count:
+            raise ValueError(f"{path.name} repeats a text key defined elsewhere")
     return flat
+
+
+def _count_leaves(node: Any) -> int:
+    if isinstance(node, dict):
+        return sum(_count_leaves(value) for value in node.values())
+    return 1
 
 
 @cache

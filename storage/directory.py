@@ -151,11 +151,12 @@ def department_code(value: str, ctx: Context) -> str:
     return value
 
 
-# GB 32100-2015 weighs position i by 3**i mod 31 and picks the 18th character so that the
-# weighted sum is 0 mod 31; one table per position makes the check a single pass in C.
+# GB 32100-2015 weighs the first 17 characters by 3**i mod 31 and picks the 18th so that the
+# weighted sum plus its own value is 0 mod 31; a table per position makes that one pass in C.
+_USCC_WEIGHTS = [pow(3, position, 31) for position in range(17)] + [1]
 _USCC_TABLES = tuple(
-    {char: value * pow(3, position, 31) % 31 for value, char in enumerate(uscc.CHARSET)}
-    for position in range(18)
+    {char: value * weight % 31 for value, char in enumerate(uscc.CHARSET)}
+    for weight in _USCC_WEIGHTS
 )
 _lookup = dict.__getitem__
 

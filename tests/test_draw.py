@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -432,7 +433,7 @@ def scenarios(draw_: st.DrawFn) -> tuple[list[Candidate], list[Inspector], DrawP
         if k not in excluded
     ]
     keys = [c.key for c in cands]
-    n_pool = draw_(st.integers(0, 10))
+    n_pool = draw_(st.integers(0, 10) | st.integers(4, 10))
     pool = [
         Inspector(
             f"Z{i:02d}",
@@ -468,7 +469,9 @@ def scenarios(draw_: st.DrawFn) -> tuple[list[Candidate], list[Inspector], DrawP
 
 
 PROPS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=int(os.environ.get("DRAW_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 SEEDS = st.binary(min_size=32, max_size=32).map(bytes.hex)
 
@@ -476,6 +479,8 @@ SEEDS = st.binary(min_size=32, max_size=32).map(bytes.hex)
 def _eligible(rec: DrawRecord, target: str, loads: Counter[str]) -> list[Inspector]:
     """The spec's eligibility, written out naively."""
     region = rec.target_regions.get(target, "")
+    if rec.params.mode is Mode.CROSS_REGION and not region:
+        return []  # nobody is provably from elsewhere
     prev = set(rec.previous_groups.get(target, ()))
     return [
         i
