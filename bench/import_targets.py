@@ -9,7 +9,8 @@ a throwaway database created next to the one named (and dropped afterwards).
 
 Rows/s is rows over the wall time of the whole import command, process startup included;
 startup (the same command on a header-only file) is reported on its own as well. Peak RSS is
-the import process's `ru_maxrss`, taken in a lean wrapper process. The last line is machine-readable:
+the import process's `ru_maxrss`, taken in a lean wrapper process. The last line is for
+machines:
 
     csv_rows_per_s=N xlsx_rows_per_s=N peak_rss_mb=N
 """
@@ -116,20 +117,21 @@ def write_xlsx(path: Path, count: int) -> None:
 class Run:
     seconds: float
     peak_rss_mb: float
+    cpu_seconds: float
     output: str
 
 
-# Runs the command and reports its wall time and ru_maxrss. A lean wrapper, because a child's
-# ru_maxrss starts from the memory of the process it was forked from (this one holds the
-# generated rows' bookkeeping), so `wait4` straight from here would over-report.
+# Runs the command and reports its wall time, ru_maxrss and CPU time. A lean wrapper, because
+# a child's ru_maxrss starts from the memory of the process it was forked from (this one holds
+# the generated rows' bookkeeping), so `wait4` straight from here would over-report.
 _MEASURE = """
 import resource, subprocess, sys, time
 started = time.perf_counter()
 code = subprocess.call(sys.argv[2:])
 seconds = time.perf_counter() - started
-peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 with open(sys.argv[1], "w") as out:
-    out.write(f"{code} {seconds} {peak}")
+    out.write(f"{code} {seconds} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
 sys.exit(code)
 """
 
@@ -157,8 +159,8 @@ def run_dsr(args: list[str], database_url: str, workdir: Path) -> Run:
     output = done.stdout.decode("utf-8", "replace")
     if done.returncode:
         raise SystemExit(f"dsr {' '.join(args)} failed ({done.returncode}):\n{output}")
-    _code, seconds, peak_kib = figures.read_text().split()
-    return Run(float(seconds), int(peak_kib) / 1024, output)  # ru_maxrss is KiB on Linux
+    _code, seconds, peak_kib, cpu = figures.read_text().split()
+    return Run(float(seconds), int(peak_kib) / 1024, float(cpu), output)  # maxrss is in KiB
 
 
 async def _admin(url: str, statement: str) -> None:
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         startup = timed_import(base_url, workdir, "startup", empty_file, 0)
         print(
             f"{backend}: startup (header-only import) {startup.seconds:.2f} s, "
-            f"peak RSS {startup.peak_rss_mb:.0f} MB"
+            f"CPU {startup.cpu_seconds:.2f} s, peak RSS {startup.peak_rss_mb:.0f} MB"
         )
         results: dict[str, tuple[int, Run]] = {}
         for label, file, rows in (
@@ -254,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"{backend}: {label.upper():4} {rows:>9,} rows in {run.seconds:6.2f} s = "
                 f"{rows / run.seconds:>9,.0f} rows/s ({rows / net:,.0f} rows/s without startup), "
-                f"peak RSS {run.peak_rss_mb:.0f} MB"
+                f"CPU {run.cpu_seconds:.2f} s, peak RSS {run.peak_rss_mb:.0f} MB"
             )
 
     csv_rate = results["csv"][0] / results["csv"][1].seconds

@@ -22,8 +22,26 @@ from storage.fsm import DatabaseStorage
 
 log = logging.getLogger(__name__)
 
-PRIVATE_COMMANDS = ("start", "help", "me", "import", "invite", "template")
-GROUP_COMMANDS = ("help", "me", "bind", "import", "invite")
+PRIVATE_COMMANDS = (
+    "start",
+    "help",
+    "me",
+    "tasks",
+    "review",
+    "notices",
+    "import",
+    "invite",
+    "template",
+    "holidays",
+    # issue 3
+    "task",
+    "draw",
+    "void",
+    "verify",
+    "merge",
+)
+GROUP_COMMANDS = ("help", "me", "bind", "notices", "import", "invite")
+GROUP_COMMANDS += ("tasks", "draw", "void", "verify", "merge")  # issue 3
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
 from typing import Annotated
 
@@ -26,7 +27,26 @@ class Settings(BaseSettings):
     import_max_mb: int = 50
     import_error_limit: int = 10_000
     telegram_file_max_mb: int = 20
+    # Evidence photos and documents of a result (issue 4); Telegram bots download at most 20 MB.
+    evidence_max_mb: int = 20
     bot_username: str | None = None
+    # 三单 (issue 5): quiet hours in TIMEZONE (reminders and orders wait for their end), the
+    # reminder lead in working days, the new deadline a supervision order sets, and how long
+    # before the calendar data runs out the office is told to load the next year.
+    quiet_start: time = time(21, 0)
+    quiet_end: time = time(8, 0)
+    reminder_days: int = 3
+    reminder_days_short: int = 1  # for duties of `short_duty_days` working days or less
+    short_duty_days: int = 2
+    supervision_days: int = 5
+    holiday_warning_days: int = 60
+    # Telegram's flood limits (https://core.telegram.org/bots/faq#broadcasting-to-users); the
+    # sender's limiter and the Bot-API fake's limits are both built from these.
+    rate_global_per_s: int = 30
+    rate_group_per_min: int = 20
+    rate_chat_per_s: int = 1
+    sender_idle_s: float = 1.0
+    sweep_every_s: float = 60.0
 
     @field_validator("office_admins", mode="before")
     @classmethod

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import heapq
 import json
+import math
 import operator
 import re
 import secrets
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from fractions import Fraction
+from functools import partial
 from itertools import chain, islice
 from typing import Any, NamedTuple
 
@@ -111,6 +112,11 @@ class Inspector:
     expertise: frozenset[str] = frozenset()
     conflicts: frozenset[str] = frozenset()  # target keys this inspector must recuse from
 
+    def __post_init__(self) -> None:
+        """Callers hand in lists or sets; the record needs one canonical form."""
+        object.__setattr__(self, "expertise", frozenset(self.expertise))
+        object.__setattr__(self, "conflicts", frozenset(self.conflicts))
+
 
 @dataclass(frozen=True)
 class DrawParams:
@@ -127,6 +133,16 @@ class DrawParams:
     stations: tuple[str, ...] = ()  # for the record only: the caller filtered the pool
     items: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # item → expertise tags
     departments: tuple[str, ...] = ()  # each must have a member in every group
+
+    def __post_init__(self) -> None:
+        """Accept plain strings and lists from callers; keep one canonical, comparable form."""
+        fix = partial(object.__setattr__, self)
+        fix("policy", Policy(self.policy))
+        fix("mode", Mode(self.mode))
+        fix("class_ratios", dict(self.class_ratios))
+        fix("stations", tuple(self.stations))
+        fix("items", {k: tuple(v) for k, v in self.items.items()})
+        fix("departments", tuple(self.departments))
 
     @property
     def required_expertise(self) -> tuple[str, ...]:
@@ -346,6 +362,7 @@ def _draw(
     previous_groups: Mapping[str, Iterable[str]] | None,
     seed_hex: str | None,
 ) -> DrawRecord:
+    """draw() without the GC guard."""
     params = params or DrawParams()
     _check_params(params)
     seed_hex = new_seed() if seed_hex is None else seed_hex
@@ -448,6 +465,7 @@ def verify(record: DrawRecord) -> list[str]:
 
 
 def _verify(record: DrawRecord) -> list[str]:
+    """verify() without the GC guard."""
     problems: list[str] = []
     if record.algorithm != ALGORITHM:
         return [f"algorithm is {record.algorithm!r}, this verifier checks {ALGORITHM!r}"]
@@ -648,29 +666,30 @@ def _digest_and_split(keys: Sequence[str]) -> tuple[str, list[bytes]]:
 def _lowest(
     prefix: bytes, keys: Sequence[str], encoded: Sequence[bytes], k: int
 ) -> list[tuple[bytes, str]]:
-    """The k lowest (rank, key) pairs, in order: one hash per key, no full sort when k is small.
-
-    Raw digests order exactly like their hex; `keys` is sorted and both selections are stable,
-    so equal ranks fall back to the key.
-    """
+    """The k lowest (rank, key) pairs in order: one hash per key, then a sort of about k."""
     if k <= 0:
         return []
     sha = hashlib.sha256
     ranks = [sha(prefix + b).digest() for b in encoded]
-    at = ranks.__getitem__
-    if k * 16 < len(ranks):
-        idx = heapq.nsmallest(k, range(len(ranks)), key=at)
-    else:
-        idx = sorted(range(len(ranks)), key=at)[:k]
-    return [(ranks[i], keys[i]) for i in idx]
+    n = len(ranks)
+    # Ranks are uniform, so the k lowest lie below k/n of the range plus a margin of ~6σ;
+    # only those get sorted. Exactness does not depend on it: too few → sort everything.
+    share = (k + 6 * math.isqrt(k) + 16) / n
+    idx: list[int] = []
+    if share < 1:
+        cut = int(share * 2**256).to_bytes(32, "big")
+        idx = [i for i, r in enumerate(ranks) if r < cut]
+    if len(idx) < k:
+        idx = list(range(n))
+    # `keys` is sorted and the sort is stable, so equal ranks fall back to the key.
+    idx.sort(key=ranks.__getitem__)
+    return [(ranks[i], keys[i]) for i in idx[:k]]
 
 
 def _cover(dneed: int, tneed: int, seats: int, profiles: dict[tuple[int, int], int]) -> bool:
-    """Can `seats` more inspectors of these (department bit, expertise mask) profiles cover?
-
-    Branches only on profiles that cover the first still-missing department or tag, so the
-    search is tiny for real groups (2–5 seats, a few departments and tags).
-    """
+    """Whether `seats` more inspectors of these (department bit, tag mask) profiles can cover."""
+    # Branches only on profiles covering the first missing department or tag: the search
+    # stays tiny for real groups (2–5 seats, a few departments and tags).
     if not dneed and not tneed:
         return True
     if seats <= 0 or dneed.bit_count() > seats:
@@ -757,6 +776,7 @@ class _Board:
         return v
 
     def _count(self, v: _Variant, n: int, delta: int) -> None:
+        """Only profiles that cover a department or tag matter to the coverage search."""
         v.uncapped += delta
         p = self.profile[n]
         if p != (0, 0):
@@ -782,12 +802,10 @@ class _Board:
             return LOAD_CAP
         return ""
 
-    def _eligible(
-        self, target: str, v: _Variant, skip: Iterable[int] = ()
-    ) -> tuple[int, dict[tuple[int, int], int]]:
-        """Count and profiles of the inspectors who could still serve this target."""
+    def _eligible(self, target: str, v: _Variant) -> tuple[int, dict[tuple[int, int], int]]:
+        """Count and profiles of the inspectors who could serve this target (set E)."""
         count, profiles = v.uncapped, dict(v.profiles)
-        out = self.conflicts.get(target, set()) | self.previous.get(target, set()) | set(skip)
+        out = self.conflicts.get(target, set()) | self.previous.get(target, set())
         region = self.regions.get(target, "")
         for n in out:
             if self._in_variant(n, region) and self.loads[n] < self.cap:
@@ -800,7 +818,7 @@ class _Board:
     def _coverage_reason(
         self, dneed: int, tneed: int, seats: int, profiles: dict[tuple[int, int], int]
     ) -> str:
-        """ "" when the group can still be completed, else which requirement fails."""
+        """Empty when the group can still be completed, else which requirement fails."""
         if not dneed and not tneed:
             return ""
         if _cover(dneed, tneed, seats, profiles):
@@ -812,6 +830,7 @@ class _Board:
         return COVERAGE
 
     def _names(self, mask: int, names: list[str]) -> str:
+        """Bit masks back to names, for shortfall details a person can read."""
         return ", ".join(n for b, n in enumerate(names) if mask >> b & 1)
 
     def _infeasible(
@@ -838,6 +857,7 @@ class _Board:
         return None
 
     def _base(self, target: str) -> list[int] | None:
+        """The target's base list (None: cross-region target without a region)."""
         region = self.regions.get(target, "")
         if self.cross and not region:
             return None
@@ -846,10 +866,8 @@ class _Board:
     # -- the two operations --
 
     def draw_groups(self) -> tuple[tuple[Group, ...], tuple[Skip, ...], tuple[Shortfall, ...]]:
-        """Groups for every drawn target, in ascending target rank.
-
-        The hot loop of a large draw (a hash per pick): names are bound locally on purpose.
-        """
+        """Groups for every drawn target, in ascending target rank (docs/draw.md §6)."""
+        # The hot loop of a large draw (a hash per pick): names are bound locally on purpose.
         groups: list[Group] = []
         skips: list[Skip] = []
         shortfalls: list[Shortfall] = []
@@ -908,13 +926,17 @@ class _Board:
                 elif loads[n] >= cap:
                     reason = LOAD_CAP
                 elif needs:
-                    count -= 1  # n leaves the working copy, accepted or not
                     d, t = profile[n]
                     if d or t:
-                        profiles[(d, t)] -= 1
-                    reason = self._coverage_reason(
-                        dneed & ~(dmask | d), tneed & ~(tmask | t), g - len(picks) - 1, profiles
-                    )
+                        profiles[(d, t)] -= 1  # n leaves the working copy, accepted or not
+                    nd, nt = dneed & ~(dmask | d), tneed & ~(tmask | t)
+                    seats = g - len(picks) - 1
+                    if not (nd or nt):
+                        reason = ""
+                    elif not seats:  # the last seat: _coverage_reason's answer, without search
+                        reason = DEPARTMENT if nd else EXPERTISE
+                    else:
+                        reason = self._coverage_reason(nd, nt, seats, profiles)
                     if not reason:
                         dmask |= d
                         tmask |= t
@@ -969,6 +991,7 @@ class _Board:
         gone = set(removed)
 
         def fits(n: int) -> str:
+            """Why n cannot take the freed seat, or ""."""
             reason = self._ineligible(n, target)
             if reason:
                 return reason
@@ -991,10 +1014,7 @@ class _Board:
 
 
 def _take(removed: list[int], idx: int) -> int:
-    """Position in the base of the idx-th element not yet removed; marks it removed.
-
-    Same result as `working_copy.pop(idx)` on a per-target copy, without copying the pool.
-    """
+    """`working_copy.pop(idx)` as a base position, without copying the pool per target."""
     pos = idx
     for r in removed:  # ascending base positions already taken out
         if r <= pos:
@@ -1023,6 +1043,7 @@ def _current_groups(record: DrawRecord) -> dict[str, list[str]]:
 
 
 def _record_to_obj(r: DrawRecord) -> dict[str, Any]:
+    """Field names and order are part of the published format (docs/draw.md §8)."""
     p = r.params
     return {
         "algorithm": r.algorithm,
@@ -1093,14 +1114,17 @@ def _record_to_obj(r: DrawRecord) -> dict[str, Any]:
 
 
 def _skip_to_obj(s: Skip) -> dict[str, Any]:
+    """Skips appear in two places of the record."""
     return {"target": s.target, "j": s.j, "cert_no": s.cert_no, "reason": s.reason}
 
 
 def _skip_from_obj(o: Mapping[str, Any]) -> Skip:
+    """Inverse of _skip_to_obj."""
     return Skip(o["target"], o["j"], o["cert_no"], o["reason"])
 
 
 def _decimal(text: str) -> Decimal:
+    """Ratios travel as strings so that no float ever touches them."""
     try:
         return Decimal(text)
     except InvalidOperation as e:
@@ -1108,6 +1132,7 @@ def _decimal(text: str) -> Decimal:
 
 
 def _record_from_obj(o: Mapping[str, Any]) -> DrawRecord:
+    """Inverse of _record_to_obj."""
     p = o["parameters"]
     params = DrawParams(
         policy=Policy(p["policy"]),

@@ -4,12 +4,16 @@ completed by the events that fulfil them. The sweeper (bot/sweeper.py) escalates
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from functools import lru_cache
 
-from sqlmodel import col, select, update
+from sqlmodel import col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.workdays import Calendar
+from bot.workdays import Calendar, RowError, package_years, parse_holiday_rows
+from storage.audit import record
 from storage.models import Duty, DutyStatus, Holiday, Notice
 
 # Default deadlines in working days after the triggering event (issue #5); a task may override.
@@ -25,8 +29,14 @@ DEFAULT_WORKING_DAYS = {
 
 async def load_calendar(session: AsyncSession) -> Calendar:
     """The official calendar plus whatever the office loaded (`dsr calendar load`)."""
-    rows = await session.exec(select(Holiday))
-    return Calendar({row.day: row.working for row in rows})
+    rows = await session.exec(select(col(Holiday.day), col(Holiday.working)))
+    return _calendar(tuple(sorted((day, bool(working)) for day, working in rows)))
+
+
+@lru_cache(maxsize=4)
+def _calendar(overrides: tuple[tuple[date, bool], ...]) -> Calendar:
+    # Building a Calendar takes milliseconds; the loaded dates change once a year.
+    return Calendar(dict(overrides))
 
 
 def deadline_after(
@@ -48,31 +58,33 @@ async def open_duty(
     inspection_id: int | None = None,
     inspector_id: int | None = None,
 ) -> Duty:
-    """Idempotent on (kind, subject): reopening an open duty returns it unchanged."""
+    """Idempotent on (kind, subject): reopening an open duty returns it unchanged.
+
+    Opening again a duty that was finished (a returned result is submitted again) starts a new
+    round in a new row: the finished one keeps its notices under the subject ``"<subject>#<id>"``.
+    """
     existing = (
         await session.exec(select(Duty).where(Duty.kind == kind, Duty.subject == subject))
     ).first()
     if existing is not None and existing.status == DutyStatus.OPEN:
         return existing
-    duty = existing or Duty(
+    if existing is not None:
+        existing.subject = f"{subject}#{existing.id}"
+        session.add(existing)
+        await session.flush()
+    duty = Duty(
         kind=kind,
         subject=subject,
         responsible_role=responsible_role,
         department_code=department_code,
+        inspection_id=inspection_id,
+        inspector_id=inspector_id,
         deadline=deadline,
-        next_check_on=deadline,
+        # Due at once, in any timezone: the sweeper plans the reminder date with the configured
+        # lead (bot.sweeper) and moves this forward.
+        next_check_on=now.date() - timedelta(days=1),
         created_at=now,
     )
-    duty.status = DutyStatus.OPEN
-    duty.deadline = deadline
-    duty.next_check_on = deadline  # the sweeper moves it earlier for reminders when it plans
-    duty.stage = 0
-    duty.supervision_deadline = None
-    duty.done_at = None
-    duty.inspection_id = inspection_id
-    duty.inspector_id = inspector_id
-    duty.responsible_role = responsible_role
-    duty.department_code = department_code
     session.add(duty)
     await session.flush()
     return duty
@@ -109,4 +121,105 @@ async def cancel_duties(session: AsyncSession, *, inspection_id: int, now: datet
         update(Duty)
         .where(col(Duty.inspection_id) == inspection_id, col(Duty.status) == DutyStatus.OPEN)
         .values(status=DutyStatus.CANCELLED, done_at=now)
+    )
+
+
+# --- the office's calendar file (dsr calendar load, /holidays) --------------------------------
+
+
+THIN_YEAR_REST_DAYS = 10
+"""State Council notices since 2015 give 16 to 19 weekday rest days a year (元旦 to 国庆)."""
+
+
+@dataclass
+class HolidayLoad:
+    """What loading a State Council holiday file did (nothing at all when there are errors)."""
+
+    errors: list[RowError] = field(default_factory=list)
+    years: list[int] = field(default_factory=list)
+    rest_days: int = 0
+    work_days: int = 0
+    replaced: int = 0
+    known_until: date | None = None
+    package_last_year: int = 0
+    thin_years: list[int] = field(default_factory=list)
+    """Loaded years with fewer than ``THIN_YEAR_REST_DAYS`` rest days: maybe an incomplete file
+    (a year with any loaded date counts as fully known)."""
+
+    @property
+    def applied(self) -> bool:
+        return not self.errors and bool(self.years)
+
+    @property
+    def thin_limit(self) -> int:
+        return THIN_YEAR_REST_DAYS
+
+
+@dataclass(frozen=True)
+class CalendarStatus:
+    known_until: date
+    package_years: tuple[int, int]
+    loaded_years: list[int]
+    needs_warning: bool
+    next_year: int
+
+
+async def load_holidays(
+    session: AsyncSession, rows: Iterable[Sequence[str]], *, actor: str, now: datetime
+) -> HolidayLoad:
+    """Load a 日期/类型 table. All or nothing: one bad row and nothing changes, because a year with
+    any loaded date counts as fully known. A year in the file replaces what was loaded for it
+    before, so a corrected file fixes a mistake."""
+    overrides, errors = parse_holiday_rows(rows)
+    report = HolidayLoad(errors=errors, package_last_year=package_years()[1])
+    if errors or not overrides:
+        return report
+    years = sorted({day.year for day in overrides})
+    previous = await session.exec(
+        select(Holiday).where(
+            col(Holiday.day) >= date(years[0], 1, 1), col(Holiday.day) <= date(years[-1], 12, 31)
+        )
+    )
+    stale = [row.id for row in previous if row.day.year in years]
+    for start in range(0, len(stale), 500):
+        await session.exec(delete(Holiday).where(col(Holiday.id).in_(stale[start : start + 500])))
+    for day, working in sorted(overrides.items()):
+        session.add(Holiday(day=day, working=working, loaded_by=actor, loaded_at=now))
+    await session.flush()
+    report.years = years
+    report.rest_days = sum(1 for working in overrides.values() if not working)
+    report.work_days = len(overrides) - report.rest_days
+    report.replaced = len(stale)
+    report.thin_years = [
+        year
+        for year in years
+        if sum(1 for day, working in overrides.items() if day.year == year and not working)
+        < THIN_YEAR_REST_DAYS
+    ]
+    report.known_until = (await load_calendar(session)).known_until()
+    await record(
+        session,
+        actor=actor,
+        action="calendar.load",
+        entity="holiday",
+        at=now,
+        detail={
+            "years": years,
+            "rest": report.rest_days,
+            "work": report.work_days,
+            "replaced": report.replaced,
+        },
+    )
+    return report
+
+
+async def calendar_status(session: AsyncSession, today: date, warning_days: int) -> CalendarStatus:
+    calendar = await load_calendar(session)
+    loaded = await session.exec(select(col(Holiday.day)))
+    return CalendarStatus(
+        known_until=calendar.known_until(),
+        package_years=package_years(),
+        loaded_years=sorted({day.year for day in loaded}),
+        needs_warning=calendar.needs_warning(today, warning_days),
+        next_year=calendar.known_until().year + 1,
     )

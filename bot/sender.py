@@ -1,36 +1,112 @@
-"""Drains the outbox: claims due rows, sends them through a transport, records the result.
+"""The delivery engine: drains the outbox within Telegram's flood limits and records the result.
 
-The transport is a Protocol so this module knows nothing of aiogram (bot/telegram.py
-implements it). Claims make two bot processes never send the same row.
+Rows are claimed (``claimed_by``/``claimed_until``; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a
+single write statement on SQLite), sent concurrently — one lane per chat, so each chat gets its
+messages in the order they were queued — through a ``Transport`` (bot/telegram.py implements it
+with aiogram; this module knows nothing of aiogram), and marked sent with Telegram's message id.
+
+Delivery is **at least once**: a message is never dropped silently, and the one duplicate we
+accept is a crash (or lost database) after Telegram accepted a message but before its row was
+marked sent; the row's claim then expires and it is sent again. The other choice, marking rows
+"sending" before the call and never retrying them, would lose an assignment or a 三单 notice
+instead, which is worse than seeing it twice. docs/delivery.md has the whole story.
+
+What the sender does with each answer:
+- 429 (``Throttled``): wait ``retry_after`` for that chat (for every chat when this chat's own
+  quota was idle, so the overall quota must be what ran out), then try again. 429s are counted
+  in ``throttled`` and cost no attempt until ``FREE_THROTTLES`` of them.
+- network errors and 5xx (``RetryLater``): exponential backoff with jitter, persisted in
+  ``next_attempt_at`` so it survives a restart; gives up after ``MAX_ATTEMPTS``.
+- 403 (``Forbidden``): the person blocked the bot or never opened it. The row is failed, and
+  the liaisons of ``notify_department`` get one private notice per episode;
+  ``requeue_forbidden`` sends everything again once the person opens the bot.
+- 400 and the like (``Rejected``): the message itself is wrong; failed at once.
+- group upgraded to a supergroup (``Moved``): the chat's pending rows follow the new id.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import random
 import secrets
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Protocol
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlmodel import col, or_, select
+from aiolimiter import AsyncLimiter
+from sqlalchemy import Table, and_, bindparam, exists, func, or_, update
+from sqlalchemy import select as core_select
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
+from bot.outbox import enqueue
+from bot.render import render, text
 from storage.db import Database
-from storage.models import OutboxMessage, OutboxStatus
+from storage.models import ChatBinding, OutboxMessage, OutboxStatus, Person, Role, RoleGrant
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 log = logging.getLogger(__name__)
 
+OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 
-class Forbidden(Exception):
-    """The recipient blocked the bot or never opened it (Telegram 403)."""
+CLAIM_SECONDS = 120
+"""How long a claim keeps other senders off a row; live claims are extended every 30 s."""
+SEND_GUARD = timedelta(seconds=75)
+"""A row is only sent while its claim outlives the longest request (aiogram's 60 s timeout)."""
+MAX_ATTEMPTS = 20
+"""Network errors before giving up: with the backoff below, about an hour of outage."""
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 300.0
+FREE_THROTTLES = 10
+"""429s on one row that do not count as attempts; after that each one does."""
+FLUSH_EVERY = 0.05
+"""Seconds between writes of results: widens the sent-but-not-recorded window by as much."""
+MAX_INLINE_WAIT = 10.0
+"""A longer retry_after releases the chat's rows to the database instead of holding them."""
+FORBIDDEN = "forbidden"
+"""Prefix of ``last_error`` for rows that failed with 403 (see ``requeue_forbidden``)."""
 
 
-class RetryLater(Exception):
-    """Flood control (429) or a network problem: try again after `seconds`."""
+# ---------------------------------------------------------------------------- transport
+
+
+class DeliveryError(Exception):
+    """What a transport raises instead of returning a message id."""
+
+
+class Forbidden(DeliveryError):
+    """The recipient blocked the bot, never opened it, or removed it from the group (403)."""
+
+
+class Rejected(DeliveryError):
+    """Telegram refused this message for good (400: bad markup, chat not found, too long)."""
+
+
+class Throttled(DeliveryError):
+    """Flood control (429): come back after `seconds`."""
 
     def __init__(self, seconds: float) -> None:
         super().__init__(seconds)
         self.seconds = seconds
+
+
+class RetryLater(DeliveryError):
+    """A network problem or a Telegram server error: try again with backoff."""
+
+
+class Moved(DeliveryError):
+    """The group became a supergroup with a new id."""
+
+    def __init__(self, chat_id: int) -> None:
+        super().__init__(chat_id)
+        self.chat_id = chat_id
 
 
 @dataclass(frozen=True)
@@ -45,98 +121,828 @@ class Outgoing:
 
 class Transport(Protocol):
     async def deliver(self, message: Outgoing) -> int:
-        """Send; return Telegram's message id. Raises Forbidden or RetryLater."""
+        """Send; return Telegram's message id, or raise a ``DeliveryError``."""
         ...
 
 
-CLAIM_SECONDS = 60
-MAX_ATTEMPTS = 8
+# ---------------------------------------------------------------------------- flood limits
+
+
+class Bucket(AsyncLimiter):
+    """An aiolimiter leaky bucket that can tell how long until it has room, without taking it."""
+
+    def wait_time(self) -> float:
+        self._leak()
+        excess = self._level + 1 - self.max_rate
+        return float(excess / self._rate_per_sec) if excess > 0 else 0.0
+
+    def idle(self) -> bool:
+        """Nothing sent within the last window."""
+        return self.has_capacity(self.max_rate)
+
+
+def window_bucket(limit: int, window: float, *, burst: int = 1, margin: float = 0.0) -> Bucket:
+    """A leaky bucket that never lets more than `limit` events into any sliding `window`.
+
+    Telegram (and our fake) count a sliding window; aiolimiter is a leaky bucket. A bucket of
+    capacity c draining r per second admits at most c - 1 + r·window events in any window, so
+    r = (limit - c + 1) / window keeps us inside it. `margin` slows it a little more, so that
+    the jitter between our clock and the server's cannot push a request into the previous window.
+    """
+    burst = max(1, min(burst, limit))
+    rate = (limit - burst + 1) / window * (1 - margin)
+    return Bucket(burst, burst / rate)
+
+
+class DeliveryLimiter:
+    """Telegram's three quotas: overall per second, per group per minute, per chat per second.
+
+    The server counts a request when it arrives, some milliseconds (or, when an event loop
+    stalls, much longer) after we took its token, so the buckets are built to stay inside the
+    server's windows despite that delay:
+    - a chat's (and a group's) token is taken when the previous send to it has *returned*: the
+      lane sends one message at a time, so the server saw that one before we start counting,
+      and no delay can bunch two sends to one chat together;
+    - the overall bucket is shared by all lanes and taken just before sending; it runs 3 % below
+      the quota, which absorbs ~30 ms of delay, and holds a few tokens (``GLOBAL_BURST``) so that
+      the hand-over from one waiting lane to the next does not cost throughput.
+    """
+
+    GLOBAL_MARGIN = 0.03
+    GLOBAL_BURST = 1 / 100  # of the per-second quota: 3 tokens at 300/s, 1 at Telegram's 30/s
+    CHAT_MARGIN = 0.02
+    GROUP_MARGIN = 0.02
+
+    def __init__(
+        self,
+        *,
+        global_per_s: int | None,
+        group_per_min: int | None,
+        chat_per_s: int | None,
+    ) -> None:
+        self.global_per_s = global_per_s
+        self.group_per_min = group_per_min
+        self.chat_per_s = chat_per_s
+        self._global = (
+            window_bucket(
+                global_per_s,
+                1.0,
+                burst=max(1, round(global_per_s * self.GLOBAL_BURST)),
+                margin=self.GLOBAL_MARGIN,
+            )
+            if global_per_s
+            else None
+        )
+        self._chats: dict[int, Bucket] = {}
+        self._groups: dict[int, Bucket] = {}
+        self._paused: dict[int, float] = {}
+        self._all_paused_until = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeliveryLimiter:
+        return cls(
+            global_per_s=settings.rate_global_per_s,
+            group_per_min=settings.rate_group_per_min,
+            chat_per_s=settings.rate_chat_per_s,
+        )
+
+    @classmethod
+    def unlimited(cls) -> DeliveryLimiter:
+        return cls(global_per_s=None, group_per_min=None, chat_per_s=None)
+
+    def _chat(self, chat_id: int) -> Bucket | None:
+        if not self.chat_per_s:
+            return None
+        bucket = self._chats.get(chat_id)
+        if bucket is None:
+            if len(self._chats) > 4096:
+                self._forget_idle()
+            bucket = self._chats[chat_id] = window_bucket(
+                self.chat_per_s, 1.0, margin=self.CHAT_MARGIN
+            )
+        return bucket
+
+    def _group(self, chat_id: int) -> Bucket | None:
+        if not self.group_per_min:
+            return None
+        bucket = self._groups.get(chat_id)
+        if bucket is None:
+            bucket = self._groups[chat_id] = window_bucket(
+                self.group_per_min,
+                60.0,
+                burst=max(1, self.group_per_min // 4),
+                margin=self.GROUP_MARGIN,
+            )
+        return bucket
+
+    def _forget_idle(self) -> None:
+        """Buckets with nothing in their window hold no information; keeps memory bounded."""
+        for chats in (self._chats, self._groups):
+            for chat_id in [c for c, bucket in chats.items() if bucket.idle()]:
+                del chats[chat_id]
+
+    def pause(self, chat_id: int, seconds: float, *, everyone: bool) -> None:
+        until = asyncio.get_running_loop().time() + seconds
+        self._paused[chat_id] = max(self._paused.get(chat_id, 0.0), until)
+        if everyone:
+            self._all_paused_until = max(self._all_paused_until, until)
+
+    def _pause_left(self, chat_id: int, now: float) -> float:
+        left = max(self._paused.get(chat_id, 0.0), self._all_paused_until) - now
+        if left <= 0:
+            self._paused.pop(chat_id, None)
+        return left
+
+    async def turn(self, chat_id: int, is_group: bool) -> bool:
+        """Wait until this chat may send and take an overall token; call `sent` when the send
+        returns. True when the chat's own buckets were idle: a 429 then means the overall
+        quota ran out."""
+        loop = asyncio.get_running_loop()
+        chat = self._chat(chat_id)
+        group = self._group(chat_id) if is_group else None
+        while True:
+            wait = max(
+                self._pause_left(chat_id, loop.time()),
+                chat.wait_time() if chat else 0.0,
+                group.wait_time() if group else 0.0,
+            )
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            if self._global is not None:
+                await self._global.acquire()
+            if self._pause_left(chat_id, loop.time()) <= 0:
+                break
+        return (chat is None or chat.idle()) and (group is None or group.idle())
+
+    async def sent(self, chat_id: int, is_group: bool) -> None:
+        """The send to this chat returned (whatever the answer): take its chat and group tokens.
+        `turn` saw room in them and only this chat's lane uses them, so this never waits."""
+        chat = self._chat(chat_id)
+        if chat is not None:
+            await chat.acquire()
+        group = self._group(chat_id) if is_group else None
+        if group is not None:
+            await group.acquire()
+
+
+# ---------------------------------------------------------------------------- the engine
+
+
+@dataclass
+class _Row:
+    """A claimed outbox row, as the lane holding it sees it."""
+
+    id: int
+    chat_id: int
+    is_group: bool
+    notify_department: str | None
+    attempts: int
+    throttled: int
+    outgoing: Outgoing
+    claim_until: datetime
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A result waiting to be written: sent (with message id) or failed (with error)."""
+
+    row: _Row
+    at: datetime
+    message_id: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Lane:
+    chat_id: int
+    queue: deque[_Row] = field(default_factory=deque)
+    sending: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class SenderStats:
+    sent: int = 0
+    throttled: int = 0
+    retried: int = 0
+    failed: int = 0
+    forbidden: int = 0
 
 
 class Sender:
-    def __init__(self, db: Database, transport: Transport, clock: Clock, batch: int = 200) -> None:
+    """Delivers outbox rows: `drain()` until nothing is due (tests), `run()` forever (the bot)."""
+
+    def __init__(
+        self,
+        db: Database,
+        transport: Transport,
+        clock: Clock,
+        batch: int = 200,
+        *,
+        limiter: DeliveryLimiter | None = None,
+        per_chat: int = 10,
+        name: str | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
         self.db = db
         self.transport = transport
         self.clock = clock
-        self.batch = batch
-        self.name = f"sender-{secrets.token_hex(4)}"
+        self.limiter = limiter or DeliveryLimiter.unlimited()
+        # Keep a few seconds of sending claimed: enough lanes that the overall quota, not one
+        # chat's, is the bottleneck, and few enough that claims stay short.
+        self.in_flight = max(batch, 4 * (self.limiter.global_per_s or 0))
+        # Claim in steps of about a second of sending, so the first messages leave at once.
+        self.claim_step = max(batch, self.limiter.global_per_s or 0)
+        self.per_chat = per_chat
+        self.name = name or f"sender-{secrets.token_hex(4)}"
+        self.stats = SenderStats()
+        self._jitter = jitter
+        self._held: dict[int, _Row] = {}
+        self._lanes: dict[int, _Lane] = {}
+        self._results: list[_Done] = []
+        self._has_results = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._lock = asyncio.Lock()  # claims and releases: keeps each chat's rows in order
+        self._flush_lock = asyncio.Lock()
+        self._stopping = False
 
-    async def _claim(self) -> list[OutboxMessage]:
-        now = self.clock.now()
-        async with self.db.session() as session:
-            query = (
-                select(OutboxMessage)
-                .where(
-                    OutboxMessage.status == OutboxStatus.PENDING,
-                    col(OutboxMessage.next_attempt_at) <= now,
-                    or_(
-                        col(OutboxMessage.claimed_until).is_(None),
-                        col(OutboxMessage.claimed_until) < now,
-                    ),
-                )
-                .order_by(col(OutboxMessage.id))
-                .limit(self.batch)
-            )
-            if self.db.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            rows = list(await session.exec(query))
-            for row in rows:
-                row.claimed_by = self.name
-                row.claimed_until = now + timedelta(seconds=CLAIM_SECONDS)
-                session.add(row)
-        return rows
+    # -- entry points ----------------------------------------------------------------------
 
     async def drain(self) -> int:
-        """Send everything due now; returns how many were sent."""
-        sent = 0
-        while rows := await self._claim():
-            for row in rows:
-                sent += await self._send(row)
-            if len(rows) < self.batch:
-                break
-        return sent
+        """Send everything due now (retries scheduled for later stay queued); returns how many
+        messages were sent."""
+        return await self._pump(stop=None, wake=None, idle=1.0)
 
-    async def _send(self, row: OutboxMessage) -> int:
-        outgoing = Outgoing(
-            row.chat_id, row.method, row.text, row.reply_markup, row.document_name, row.document
-        )
-        try:
-            message_id = await self.transport.deliver(outgoing)
-        except Forbidden as error:
-            await self._finish(row, OutboxStatus.FAILED, error=f"forbidden: {error}")
-            return 0
-        except RetryLater as error:
-            await self._retry(row, error.seconds)
-            return 0
-        await self._finish(row, OutboxStatus.SENT, message_id=message_id)
-        return 1
-
-    async def _finish(
-        self,
-        row: OutboxMessage,
-        status: str,
-        *,
-        message_id: int | None = None,
-        error: str | None = None,
+    async def run(
+        self, stop: asyncio.Event, *, wake: asyncio.Event | None = None, idle: float = 1.0
     ) -> None:
-        async with self.db.session() as session:
-            fresh = await session.get(OutboxMessage, row.id)
-            assert fresh is not None
-            fresh.status = status
-            fresh.attempts += 1
-            fresh.tg_message_id = message_id
-            fresh.last_error = error
-            fresh.sent_at = self.clock.now() if status == OutboxStatus.SENT else None
-            fresh.claimed_until = None
-            session.add(fresh)
+        """Deliver until `stop` is set; look for due rows every `idle` seconds or on `wake`."""
+        await self._pump(stop=stop, wake=wake, idle=idle)
 
-    async def _retry(self, row: OutboxMessage, seconds: float) -> None:
+    async def _pump(
+        self, *, stop: asyncio.Event | None, wake: asyncio.Event | None, idle: float
+    ) -> int:
+        sent_before = self.stats.sent
+        self._stopping = False
+        background = [
+            asyncio.create_task(self._flush_loop()),
+            asyncio.create_task(self._keep_claims()),
+        ]
+        try:
+            while stop is None or not stop.is_set():
+                self._changed.clear()
+                claimed = await self._fill()
+                busy = bool(self._held or self._lanes or self._results)
+                if stop is None and not busy and not claimed:
+                    break
+                if claimed:
+                    continue  # until in_flight rows are held or nothing more is due
+                waits: list[asyncio.Event] = [self._changed]
+                if stop is not None:
+                    waits += [stop] + ([wake] if wake is not None else [])
+                await _first_of(waits, within=idle if stop is not None or busy else None)
+                if wake is not None:
+                    wake.clear()
+        finally:
+            await self._shutdown(background)
+        return self.stats.sent - sent_before
+
+    async def _shutdown(self, background: Sequence[asyncio.Task[None]]) -> None:
+        """Let sends in progress finish, give back what was not sent, record everything."""
+        self._stopping = True
+        lanes = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        for lane in self._lanes.values():
+            if lane.task is not None and not lane.sending:
+                lane.task.cancel()
+        if lanes:
+            await asyncio.wait(lanes, timeout=90)
+        for task in lanes:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self._flush()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        unflushed = {done.row.id for done in self._results}
+        left = [row for row in self._held.values() if row.id not in unflushed]
+        if left:
+            with contextlib.suppress(Exception):
+                async with self._lock, self.db.session() as session:
+                    await self._release(session, left)
+        self._held.clear()
+        self._lanes.clear()
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    async def _fill(self) -> int:
+        """Claim due rows while there is room; returns how many were claimed."""
+        room = self.in_flight - len(self._held)
+        if room < max(1, self.in_flight // 2):
+            return 0
+        async with self._lock:
+            rows = await self._claim(min(room, self.claim_step))
+            for row in rows:
+                if row.id in self._held:  # our own claim had expired and we took it again
+                    self._held[row.id].claim_until = row.claim_until
+                    continue
+                self._held[row.id] = row
+                lane = self._lanes.get(row.chat_id)
+                if lane is None:
+                    lane = self._lanes[row.chat_id] = _Lane(row.chat_id)
+                    lane.task = asyncio.create_task(self._run_lane(lane))
+                lane.queue.append(row)
+        return len(rows)
+
+    async def _claim(self, limit: int) -> list[_Row]:
+        """Claim up to `limit` due rows, at most `per_chat` per chat, each chat from its oldest
+        pending row on: a chat whose earlier row waits (backoff) or belongs to another sender
+        gets nothing, so its messages keep their order."""
+        now = self.clock.now()
+        until = now + timedelta(seconds=CLAIM_SECONDS)
+        t = OUTBOX
+        free = or_(t.c.claimed_until.is_(None), t.c.claimed_until < now)
+        pending = t.c.status == OutboxStatus.PENDING
+
+        source = t.alias("source")
+        earlier = t.alias("earlier")
+        blocked = exists().where(
+            earlier.c.chat_id == source.c.chat_id,
+            earlier.c.id < source.c.id,
+            earlier.c.status == OutboxStatus.PENDING,
+            or_(
+                earlier.c.next_attempt_at > now,
+                and_(earlier.c.claimed_until >= now, earlier.c.claimed_by != self.name),
+            ),
+        )
+        ranked = (
+            core_select(
+                source.c.id,
+                func.row_number()
+                .over(partition_by=source.c.chat_id, order_by=source.c.id)
+                .label("place"),
+            )
+            .where(
+                source.c.status == OutboxStatus.PENDING,
+                source.c.next_attempt_at <= now,
+                or_(source.c.claimed_until.is_(None), source.c.claimed_until < now),
+                ~blocked,
+            )
+            .subquery()
+        )
+        pick_from = t.alias("pick")
+        pick = (
+            core_select(pick_from.c.id)
+            .where(
+                pick_from.c.id.in_(core_select(ranked.c.id).where(ranked.c.place <= self.per_chat)),
+                # Repeated here: PostgreSQL re-checks them on the row it locks.
+                pick_from.c.status == OutboxStatus.PENDING,
+                pick_from.c.next_attempt_at <= now,
+                or_(pick_from.c.claimed_until.is_(None), pick_from.c.claimed_until < now),
+            )
+            .order_by(pick_from.c.id)
+            .limit(limit)
+        )
+        # A CTE, materialized: as a plain IN (subquery) PostgreSQL may run it once per row it
+        # updates, and each run would skip the rows just claimed and take LIMIT more.
+        picked = pick.cte("picked")
+        if self.db.dialect == "postgresql":
+            picked = (
+                pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+            )
+        claim = (
+            update(t)
+            .where(t.c.id.in_(core_select(picked.c.id)), pending, t.c.next_attempt_at <= now, free)
+            .values(claimed_by=self.name, claimed_until=until)
+            .returning(
+                t.c.id,
+                t.c.chat_id,
+                t.c.is_group,
+                t.c.method,
+                t.c.text,
+                t.c.reply_markup,
+                t.c.document_name,
+                t.c.document,
+                t.c.notify_department,
+                t.c.attempts,
+                t.c.throttled,
+            )
+        )
         async with self.db.session() as session:
-            fresh = await session.get(OutboxMessage, row.id)
-            assert fresh is not None
-            fresh.attempts += 1
-            if fresh.attempts >= MAX_ATTEMPTS:
-                fresh.status = OutboxStatus.FAILED
-            fresh.next_attempt_at = self.clock.now() + timedelta(seconds=seconds)
-            fresh.claimed_until = None
-            session.add(fresh)
+            connection = await session.connection()
+            claimed = [
+                _Row(
+                    id=r.id,
+                    chat_id=r.chat_id,
+                    is_group=r.is_group,
+                    notify_department=r.notify_department,
+                    attempts=r.attempts,
+                    throttled=r.throttled,
+                    outgoing=Outgoing(
+                        r.chat_id, r.method, r.text, r.reply_markup, r.document_name, r.document
+                    ),
+                    claim_until=until,
+                )
+                for r in (await connection.execute(claim)).all()
+            ]
+            if not claimed:
+                return []
+            # Another sender may be claiming a chat's earlier rows right now (their locks made
+            # us skip them, and we cannot see their uncommitted claim): any earlier pending row
+            # that is not ours means this chat must wait.
+            chats = {row.chat_id for row in claimed}
+            others = await connection.execute(
+                core_select(t.c.chat_id, func.min(t.c.id))
+                .where(
+                    t.c.chat_id.in_(chats),
+                    pending,
+                    or_(t.c.claimed_by.is_(None), t.c.claimed_by != self.name),
+                )
+                .group_by(t.c.chat_id)
+            )
+            first_other = {chat_id: first for chat_id, first in others.all()}
+            wait = [row for row in claimed if row.id > first_other.get(row.chat_id, row.id)]
+            if wait:
+                await self._release(session, wait)
+                waiting = {row.id for row in wait}
+                claimed = [row for row in claimed if row.id not in waiting]
+        claimed.sort(key=lambda row: row.id)
+        return claimed
+
+    async def _release(self, session: AsyncSession, rows: Iterable[_Row]) -> None:
+        ids = [row.id for row in rows]
+        connection = await session.connection()
+        for chunk in _chunks(ids, 500):
+            await connection.execute(
+                update(OUTBOX)
+                .where(OUTBOX.c.id.in_(chunk), OUTBOX.c.claimed_by == self.name)
+                .values(claimed_by=None, claimed_until=None)
+            )
+
+    async def _keep_claims(self) -> None:
+        """Extend the claims of rows we still hold; a row whose claim lapsed is given up."""
+        while True:
+            await asyncio.sleep(CLAIM_SECONDS / 4)
+            try:
+                await self._extend_claims()
+            except Exception:
+                log.exception("could not extend outbox claims")
+
+    async def _extend_claims(self) -> None:
+        now = self.clock.now()
+        until = now + timedelta(seconds=CLAIM_SECONDS)
+        ids = list(self._held)
+        kept: set[int] = set()
+        async with self.db.session() as session:
+            connection = await session.connection()
+            for chunk in _chunks(ids, 500):
+                result = await connection.execute(
+                    update(OUTBOX)
+                    .where(
+                        OUTBOX.c.id.in_(chunk),
+                        OUTBOX.c.claimed_by == self.name,
+                        OUTBOX.c.claimed_until >= now,
+                    )
+                    .values(claimed_until=until)
+                    .returning(OUTBOX.c.id)
+                )
+                kept.update(result.scalars().all())
+        for row_id in ids:
+            row = self._held.get(row_id)
+            if row is not None and row_id in kept:
+                row.claim_until = until
+
+    # -- one chat ---------------------------------------------------------------------------
+
+    async def _run_lane(self, lane: _Lane) -> None:
+        try:
+            while lane.queue and not self._stopping:
+                await self._send_head(lane)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("outbox lane for chat %s failed", lane.chat_id)
+        finally:
+            # No await before removing the lane: `_fill` must never append to a finished lane.
+            if self._lanes.get(lane.chat_id) is lane:
+                del self._lanes[lane.chat_id]
+            self._changed.set()
+            # On shutdown `_shutdown` gives back whatever is still held.
+            if lane.queue and not self._stopping:
+                left = list(lane.queue)
+                lane.queue.clear()
+                for row in left:
+                    self._held.pop(row.id, None)
+                with contextlib.suppress(Exception):
+                    async with self._lock, self.db.session() as session:
+                        await self._release(session, left)
+
+    async def _send_head(self, lane: _Lane) -> None:
+        row = lane.queue[0]
+        if row.claim_until - self.clock.now() < SEND_GUARD:
+            # Our claim lapsed (the database was unreachable for minutes): another sender may
+            # own these rows now. Sending would risk a duplicate; let the owner deliver them.
+            log.warning("claim on outbox row %s lapsed; leaving chat %s", row.id, lane.chat_id)
+            for held in lane.queue:
+                self._held.pop(held.id, None)
+            lane.queue.clear()
+            return
+        own_idle = await self.limiter.turn(lane.chat_id, row.is_group)
+        lane.sending = True
+        try:
+            try:
+                message_id = await self.transport.deliver(row.outgoing)
+            finally:
+                await self.limiter.sent(lane.chat_id, row.is_group)
+        except Throttled as error:
+            # Not an attempt: Telegram said when to come back (see `_throttled` for the cap).
+            await self._throttled(lane, row, error.seconds, everyone=own_idle)
+        except Forbidden as error:
+            row.attempts += 1
+            self.stats.forbidden += len(lane.queue)
+            # Everything else queued for this chat would be refused the same way.
+            while lane.queue:
+                self._finish(lane.queue.popleft(), error=f"{FORBIDDEN}: {error}")
+        except Rejected as error:
+            row.attempts += 1
+            self.stats.failed += 1
+            self._finish(lane.queue.popleft(), error=f"rejected: {error}")
+        except Moved as error:
+            await self._moved(lane, error.chat_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            if not isinstance(error, RetryLater):
+                log.exception("unexpected error sending outbox row %s", row.id)
+            await self._retry(lane, row, error)
+        else:
+            row.attempts += 1
+            self.stats.sent += 1
+            self._finish(lane.queue.popleft(), message_id=message_id)
+        finally:
+            lane.sending = False
+
+    async def _throttled(self, lane: _Lane, row: _Row, seconds: float, *, everyone: bool) -> None:
+        self.stats.throttled += 1
+        row.throttled += 1
+        if row.throttled > FREE_THROTTLES:
+            row.attempts += 1
+            if row.attempts >= MAX_ATTEMPTS:
+                self.stats.failed += 1
+                self._finish(lane.queue.popleft(), error=f"throttled {row.throttled} times")
+                return
+        log.warning("429 for chat %s: retry after %s s", lane.chat_id, seconds)
+        self.limiter.pause(lane.chat_id, seconds, everyone=everyone)
+        if seconds > MAX_INLINE_WAIT:
+            await self._reschedule(lane, row, seconds, error=f"429: retry after {seconds}")
+        # otherwise the row stays first in its lane, which waits out the pause
+
+    async def _retry(self, lane: _Lane, row: _Row, error: Exception) -> None:
+        self.stats.retried += 1
+        row.attempts += 1
+        reason = f"{type(error).__name__}: {error}"
+        if row.attempts >= MAX_ATTEMPTS:
+            self.stats.failed += 1
+            self._finish(lane.queue.popleft(), error=reason)
+            return
+        delay = self.backoff(row.attempts)
+        log.warning("outbox row %s: %s; retry in %.0f s", row.id, reason, delay)
+        await self._reschedule(lane, row, delay, error=reason)
+
+    def backoff(self, attempts: int) -> float:
+        """Exponential with "equal jitter": half fixed, half random, so retries spread out."""
+        ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** (attempts - 1))
+        return ceiling / 2 + ceiling / 2 * self._jitter()
+
+    async def _reschedule(self, lane: _Lane, row: _Row, delay: float, *, error: str) -> None:
+        """Put the chat's first row back for later and give back the rest, which must wait for
+        it (our own backoff is why tenacity does not fit: the retry lives in the database, where
+        it survives a restart and frees the lane meanwhile)."""
+        rest = [queued for queued in lane.queue if queued is not row]
+        lane.queue.clear()
+        async with self._lock:
+            async with self.db.session() as session:
+                connection = await session.connection()
+                await connection.execute(
+                    update(OUTBOX)
+                    .where(OUTBOX.c.id == row.id)
+                    .values(
+                        next_attempt_at=self.clock.now() + timedelta(seconds=delay),
+                        attempts=row.attempts,
+                        throttled=row.throttled,
+                        last_error=error,
+                        claimed_by=None,
+                        claimed_until=None,
+                    )
+                )
+                await self._release(session, rest)
+            for released in [row, *rest]:
+                self._held.pop(released.id, None)
+
+    async def _moved(self, lane: _Lane, new_chat_id: int) -> None:
+        rows = list(lane.queue)
+        lane.queue.clear()
+        log.info("chat %s moved to %s; its pending messages follow", lane.chat_id, new_chat_id)
+        async with self._lock:
+            async with self.db.session() as session:
+                await self._release(session, rows)
+                connection = await session.connection()
+                await connection.execute(
+                    update(OUTBOX)
+                    .where(
+                        OUTBOX.c.chat_id == lane.chat_id,
+                        OUTBOX.c.status == OutboxStatus.PENDING,
+                    )
+                    .values(chat_id=new_chat_id)
+                )
+            for row in rows:
+                self._held.pop(row.id, None)
+
+    # -- recording --------------------------------------------------------------------------
+
+    def _finish(
+        self, row: _Row, *, message_id: int | None = None, error: str | None = None
+    ) -> None:
+        self._results.append(_Done(row, self.clock.now(), message_id, error))
+        self._has_results.set()
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = 0.0
+        while True:
+            await self._has_results.wait()
+            # At most one transaction per FLUSH_EVERY: results batch up while we wait, instead of
+            # one transaction per message competing with claims for the database.
+            await asyncio.sleep(max(0.0, last + FLUSH_EVERY - loop.time()))
+            last = loop.time()
+            try:
+                await self._flush()
+            except Exception:
+                log.exception("could not record outbox results; retrying")
+                await asyncio.sleep(1)
+
+    async def _flush(self) -> None:
+        """Write results in batches: a few hundred rows per transaction instead of one each."""
+        async with self._flush_lock:
+            while self._results:
+                batch, self._results = self._results, []
+                self._has_results.clear()
+                try:
+                    await self._record(batch)
+                except BaseException:
+                    self._results[:0] = batch
+                    self._has_results.set()
+                    raise
+                for done in batch:
+                    self._held.pop(done.row.id, None)
+                self._changed.set()
+
+    async def _record(self, batch: list[_Done]) -> None:
+        sent = [
+            {
+                "rid": done.row.id,
+                "mid": done.message_id,
+                "at": done.at,
+                "attempts": done.row.attempts,
+                "throttled": done.row.throttled,
+            }
+            for done in batch
+            if done.message_id is not None
+        ]
+        failed = [done for done in batch if done.message_id is None]
+        async with self.db.session() as session:
+            connection = await session.connection()
+            if sent:
+                await connection.execute(
+                    update(OUTBOX)
+                    .where(OUTBOX.c.id == bindparam("rid"))
+                    .values(
+                        status=OutboxStatus.SENT,
+                        tg_message_id=bindparam("mid"),
+                        sent_at=bindparam("at", type_=OUTBOX.c.sent_at.type),
+                        attempts=bindparam("attempts"),
+                        throttled=bindparam("throttled"),
+                        last_error=None,
+                        claimed_until=None,
+                    ),
+                    sent,
+                )
+            for done in failed:
+                await connection.execute(
+                    update(OUTBOX)
+                    .where(OUTBOX.c.id == done.row.id)
+                    .values(
+                        status=OutboxStatus.FAILED,
+                        attempts=done.row.attempts,
+                        throttled=done.row.throttled,
+                        last_error=done.error,
+                        claimed_until=None,
+                    )
+                )
+            unreachable: dict[int, set[str]] = {}
+            for done in failed:
+                if (done.error or "").startswith(FORBIDDEN) and done.row.notify_department:
+                    departments = unreachable.setdefault(done.row.chat_id, set())
+                    departments.add(done.row.notify_department)
+            for chat_id, departments in unreachable.items():
+                await notify_unreachable(
+                    session, chat_id=chat_id, departments=sorted(departments), now=batch[0].at
+                )
+
+
+async def _first_of(events: list[asyncio.Event], within: float | None) -> None:
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+
+def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ---------------------------------------------------------------------------- 403 follow-up
+
+
+def _forbidden_rows(chat_id: int) -> Any:
+    return and_(
+        OUTBOX.c.chat_id == chat_id,
+        OUTBOX.c.status == OutboxStatus.FAILED,
+        OUTBOX.c.last_error.like(f"{FORBIDDEN}%"),
+    )
+
+
+async def notify_unreachable(
+    session: AsyncSession, *, chat_id: int, departments: list[str], now: datetime
+) -> int:
+    """Tell the departments' liaisons, privately, that this chat cannot be reached.
+
+    One notice per liaison per episode: the episode is the oldest of the chat's rows still
+    failed with 403, so more refused messages add nothing, and after `requeue_forbidden` a new
+    refusal starts a new episode. Returns how many notices were queued.
+    """
+    connection = await session.connection()
+    episode, count = (
+        await connection.execute(
+            core_select(func.min(OUTBOX.c.id), func.count()).where(_forbidden_rows(chat_id))
+        )
+    ).one()
+    if episode is None:
+        return 0
+    liaisons = (
+        await session.exec(
+            select(Person.tg_user_id)
+            .join(RoleGrant, col(RoleGrant.person_id) == col(Person.id))
+            .where(
+                RoleGrant.role == Role.LIAISON,
+                col(RoleGrant.active).is_(True),
+                col(RoleGrant.department_code).in_(departments),
+                Person.tg_user_id != chat_id,
+            )
+            .distinct()
+        )
+    ).all()
+    if not liaisons:
+        log.warning("chat %s is unreachable ; no liaison in %s to tell", chat_id, departments)
+        return 0
+    person = (await session.exec(select(Person).where(Person.tg_user_id == chat_id))).first()
+    group = (await session.exec(select(ChatBinding).where(ChatBinding.chat_id == chat_id))).first()
+    if group is not None:
+        who = group.title or text("delivery.unknown_group", chat_id=chat_id)
+    elif person is not None:
+        who = person.display_name or text("delivery.unknown_person", chat_id=chat_id)
+    else:
+        who = text("delivery.unknown_person", chat_id=chat_id)
+    message = render("delivery/unreachable.j2", who=who, is_group=group is not None, count=count)
+    queued = 0
+    for liaison in liaisons:
+        queued += await enqueue(
+            session,
+            key=f"delivery:unreachable:{chat_id}:{episode}:{liaison}",
+            chat_id=liaison,
+            text=message,
+            now=now,
+        )
+    return queued
+
+
+async def requeue_forbidden(session: AsyncSession, chat_id: int, now: datetime) -> int:
+    """The person opened the bot again: send what was refused with 403. Returns how many."""
+    connection = await session.connection()
+    result = await connection.execute(
+        update(OUTBOX)
+        .where(_forbidden_rows(chat_id))
+        .values(
+            status=OutboxStatus.PENDING,
+            next_attempt_at=now,
+            attempts=0,
+            last_error=None,
+            claimed_by=None,
+            claimed_until=None,
+        )
+    )
+    return int(result.rowcount or 0)

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 from aiogram import Bot
 from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramEntityTooLarge,
     TelegramForbiddenError,
-    TelegramNetworkError,
+    TelegramMigrateToChat,
+    TelegramNotFound,
     TelegramRetryAfter,
-    TelegramServerError,
 )
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup
 
-from bot.sender import Forbidden, Outgoing, RetryLater
+from bot.sender import Forbidden, Moved, Outgoing, Rejected, RetryLater, Throttled
 
 __all__ = ["AiogramTransport", "CallbackData"]
 
 
 class AiogramTransport:
-    """Sends outbox rows with aiogram; maps Telegram's errors to the sender's."""
+    """Sends outbox rows with aiogram; maps Telegram's errors to the sender's (bot/sender.py)."""
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
@@ -49,7 +52,105 @@ class AiogramTransport:
         except TelegramForbiddenError as error:
             raise Forbidden(error.message) from error
         except TelegramRetryAfter as error:
-            raise RetryLater(error.retry_after) from error
-        except (TelegramNetworkError, TelegramServerError) as error:
-            raise RetryLater(5) from error
+            raise Throttled(error.retry_after) from error
+        except TelegramMigrateToChat as error:
+            raise Moved(error.migrate_to_chat_id) from error
+        except (TelegramBadRequest, TelegramNotFound, TelegramEntityTooLarge) as error:
+            raise Rejected(error.message) from error
+        except TelegramAPIError as error:
+            # Network errors, 5xx, and 401/409 that an operator must fix: none is this message's
+            # fault, so it waits (with backoff) instead of being dropped.
+            raise RetryLater(error.message) from error
         return sent.message_id
+
+
+# --- issue 4: assignments, recusal, results, co-signature, review, follow-up, transfer -------
+
+
+class AssignmentCb(CallbackData, prefix="a1"):
+    """确认接收 / 申请回避 / 详情 on an assignment; `reason` picks a common recusal reason."""
+
+    action: str  # confirm | recuse | reason | detail | back
+    assignment_id: int
+    reason: int = 0
+
+
+class RecusalCb(CallbackData, prefix="x1"):
+    """The liaison's (or the office's) decision on a recusal request."""
+
+    action: str  # show | approve | reject
+    request_id: int
+
+
+class ResultCb(CallbackData, prefix="r1"):
+    """One answer in the result dialog; `step` is the step the button belongs to, so a button
+    of an older step is recognised as stale."""
+
+    action: str  # open | pick | back | cancel | next | submit | page | resume
+    inspection_id: int
+    step: str = ""
+    value: str = ""
+
+
+class CoSignCb(CallbackData, prefix="c1"):
+    """确认无误 / 有异议 on one co-signature row (one member, one submission)."""
+
+    action: str  # confirm | object
+    cosign_id: int
+
+
+class ReviewCb(CallbackData, prefix="v1"):
+    """复核 of one submission of a result: `version` makes buttons of older rounds stale."""
+
+    action: str  # show | approve | return
+    result_id: int
+    version: int
+
+
+class FollowUpCb(CallbackData, prefix="f1"):
+    """后续处置: `list` an inspection's follow-ups (ref = inspection id); `progress`,
+    `complete`, `today`, `yesterday`, `cancel` on one follow-up (ref = follow-up id)."""
+
+    action: str
+    ref: int
+
+
+class TransferCb(CallbackData, prefix="k1"):
+    """The receiving department's liaison acknowledges a transfer (抄告、移送)."""
+
+    action: str  # show | ack
+    transfer_id: int
+
+
+# --- issue 5: 三单 decisions ------------------------------------------------------------------
+
+
+class NoticeCb(CallbackData, prefix="n1"):
+    """The office's decision on a 失职问责单: `hold` (问责) / `exempt` (免责) show the reasons,
+    `pick` records reason number `reason` of list `decision` ("h" | "e"), `other` asks for a
+    typed reason, `back` shows the two choices again."""
+
+    action: str  # hold | exempt | pick | other | back
+    notice_id: int
+    decision: str = ""
+    reason: int = 0
+
+
+# --- issue 3: the task dialog and the draw ---------------------------------------------------
+
+
+class TaskCb(CallbackData, prefix="t1"):
+    """/task dialog: `step` the button belongs to (an older step's button is stale), `act`
+    pick | toggle | done | back | cancel | create | reinspect, `n` an option's index."""
+
+    step: str
+    act: str
+    n: int = -1
+
+
+class DrawCb(CallbackData, prefix="d1"):
+    """run | drop a committed draw; `list`: a liaison asks for department `n` of the task."""
+
+    act: str
+    draw_id: int
+    n: int = 0

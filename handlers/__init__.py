@@ -6,7 +6,21 @@ from aiogram import Router
 
 
 def setup_routers() -> Router:
-    from handlers import fallback, groups, imports, invites, start
+    from handlers import (
+        assignments,
+        draws,
+        fallback,
+        followups,
+        groups,
+        imports,
+        invites,
+        notices,
+        results,
+        review,
+        start,
+        tasks,
+        worklist,
+    )
 
     root = Router(name="root")
     root.include_routers(
@@ -14,6 +28,17 @@ def setup_routers() -> Router:
         groups.create_router(),
         imports.create_router(),
         invites.create_router(),
+        # issue 3: /task dialog, /tasks in the office group, /draw, /void, /verify, /merge
+        tasks.create_router(),
+        draws.create_router(),
+        # issue 4: assignments, result dialog, co-signature, review, follow-up, /tasks, /review
+        worklist.create_router(),
+        assignments.create_router(),
+        results.create_router(),
+        review.create_router(),
+        followups.create_router(),
+        # issue 5: /notices, 问责/免责 decisions, /holidays
+        notices.create_router(),
         fallback.create_router(),
     )
     return root

@@ -7,9 +7,11 @@ from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import Message
 
 from bot.app import Services
+from bot.assignments import deliver_waiting
 from bot.chats import binding_of
 from bot.people import Identity, Redeem, load_identity, redeem_invite
 from bot.render import render
+from bot.sender import requeue_forbidden
 
 
 async def start_with_code(message: Message, command: CommandObject, services: Services) -> None:
@@ -18,6 +20,8 @@ async def start_with_code(message: Message, command: CommandObject, services: Se
     user = message.from_user
     code = (command.args or "").strip()
     async with services.db.session() as session:
+        # Opening the bot is what messages refused with 403 were waiting for: send them again.
+        await requeue_forbidden(session, user.id, services.clock.now())
         result = await redeem_invite(
             session,
             code=code,
@@ -25,6 +29,10 @@ async def start_with_code(message: Message, command: CommandObject, services: Se
             display_name=user.full_name,
             username=user.username,
             now=services.clock.now(),
+        )
+        # Assignments that waited for this inspector to open the bot go out now (issue #4).
+        await deliver_waiting(
+            session, tg_user_id=user.id, now=services.clock.now(), tz=services.settings.timezone
         )
     if result.status is Redeem.BOUND:
         async with services.db.read() as session:
@@ -34,8 +42,10 @@ async def start_with_code(message: Message, command: CommandObject, services: Se
         await message.answer(render("start/code_problem.j2", status=result.status.value))
 
 
-async def start_plain(message: Message, identity: Identity) -> None:
+async def start_plain(message: Message, identity: Identity, services: Services) -> None:
     """Greet a known person; tell a stranger how to get an invitation."""
+    async with services.db.session() as session:
+        await requeue_forbidden(session, message.chat.id, services.clock.now())
     if identity.known:
         await message.answer(render("start/welcome_back.j2", identity=identity))
     else:

@@ -283,6 +283,11 @@ class Draw(SQLModel, table=True):
     voided_at: datetime | None = None
     voided_by: str | None = Field(default=None, max_length=64)
     void_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # -- issue 3, draw service (bot/draws.py) --
+    # What the commitment announcement published besides the commitment and candidate digest:
+    # per-stratum counts, the inspector-pool digest, the mode and parameters used. Execution
+    # refuses to run when the candidates or the pool no longer match it.
+    announced: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
 
 
 class InspectionStatus(StrEnum):
@@ -313,6 +318,8 @@ class Inspection(SQLModel, table=True):
     method: str = Field(default="现场", max_length=32)
     status: str = Field(default=InspectionStatus.ASSIGNED, max_length=16)
     merged: bool = False
+    # -- issue 3: set when /merge folded this inspection into another one (then CANCELLED) --
+    merged_into_id: int | None = Field(default=None, foreign_key="inspection.id")
     created_at: datetime
     updated_at: datetime
 
@@ -328,6 +335,8 @@ class InspectionItem(SQLModel, table=True):
     draw_id: int = Field(foreign_key="draw.id")
     item_code: str = Field(max_length=64)
     year: int = Field(index=True)
+    # -- issue 3: its draw was voided while the inspection lives on for another draw's items --
+    voided_at: datetime | None = None
 
 
 class AssignmentStatus(StrEnum):
@@ -335,6 +344,7 @@ class AssignmentStatus(StrEnum):
     CONFIRMED = "confirmed"
     RECUSAL_REQUESTED = "recusal_requested"
     RECUSED = "recused"  # recusal approved; a replacement took the seat
+    WITHDRAWN = "withdrawn"  # issue 3: the draw that gave the seat was voided, or it moved (merge)
 
 
 class Assignment(SQLModel, table=True):
@@ -348,6 +358,9 @@ class Assignment(SQLModel, table=True):
     pick_index: int  # j of the partial Fisher–Yates pick (bot.draw)
     status: str = Field(default=AssignmentStatus.PENDING, max_length=20)
     replaces_id: int | None = Field(default=None, foreign_key="assignment.id")
+    # -- issue 3: the draw whose record holds this pick (differs from the inspection's draw
+    # when the inspection was merged from several draws) --
+    draw_id: int | None = Field(default=None, foreign_key="draw.id", index=True)
     delivered_at: datetime | None = None
     confirmed_at: datetime | None = None
     recusal_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -381,6 +394,8 @@ class OutboxMessage(SQLModel, table=True):
     notify_department: str | None = Field(default=None, max_length=64)
     status: str = Field(default=OutboxStatus.PENDING, max_length=16)
     attempts: int = 0
+    # 429s seen; they are Telegram telling us when to come back, not failures (bot/sender.py).
+    throttled: int = 0
     next_attempt_at: datetime
     claimed_by: str | None = Field(default=None, max_length=64)
     claimed_until: datetime | None = None
@@ -453,3 +468,207 @@ class Holiday(SQLModel, table=True):
     working: bool  # True = 班 (make-up workday), False = 休
     loaded_by: str = Field(max_length=64)
     loaded_at: datetime
+
+
+# --- assignments, results, co-signature, review, follow-up (issue 4) -------------------------
+# A result is one row per inspection that goes draft -> submitted -> cosigned -> approved and
+# back to draft when a co-inspector objects or the reviewer returns it; `version` counts the
+# submissions, and co-signatures and reviews are kept per version, so nothing is overwritten.
+
+
+class RecusalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class RecusalRequest(SQLModel, table=True):
+    """申请回避: one request of one inspector for one seat, and what the liaison decided."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    assignment_id: int = Field(foreign_key="assignment.id", index=True)
+    inspection_id: int = Field(foreign_key="inspection.id", index=True)
+    inspector_id: int = Field(foreign_key="inspector.id")
+    department_code: str = Field(max_length=64, index=True)  # the inspector's department
+    reason_code: str = Field(default="other", max_length=16)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default=RecusalStatus.PENDING, max_length=16)
+    requested_by: int = Field(sa_type=BigInteger)
+    requested_at: datetime
+    decided_by: str | None = Field(default=None, max_length=64)
+    decided_at: datetime | None = None
+    replacement_id: int | None = Field(default=None, foreign_key="assignment.id")
+
+
+class ResultStatus(StrEnum):
+    DRAFT = "draft"  # being entered (or returned)
+    SUBMITTED = "submitted"  # waiting for the co-inspectors
+    COSIGNED = "cosigned"  # waiting for review
+    APPROVED = "approved"
+
+
+class Result(SQLModel, table=True):
+    """检查结果 of one inspection, entered by one of its inspectors (谁检查、谁录入、谁负责)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    inspection_id: int = Field(foreign_key="inspection.id", unique=True)
+    status: str = Field(default=ResultStatus.DRAFT, max_length=16)
+    version: int = 0  # submissions so far
+    entered_by: int = Field(foreign_key="inspector.id")
+    inspection_date: date | None = None
+    method: str | None = Field(default=None, max_length=32)
+    # Why it is a draft again (an objection or the reviewer's return), shown while editing.
+    returned_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    submitted_at: datetime | None = None
+    cosigned_at: datetime | None = None
+    approved_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ResultItem(SQLModel, table=True):
+    """The result for one check item of the inspection: one of the ten categories (DOMAIN §6)."""
+
+    __table_args__ = (UniqueConstraint("result_id", "inspection_item_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    result_id: int = Field(foreign_key="result.id", index=True)
+    inspection_item_id: int = Field(foreign_key="inspectionitem.id")
+    position: int
+    category: int | None = None
+    findings: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # rectify | case | transfer | judicial | abnormal
+    action: str | None = Field(default=None, max_length=16)
+    rectify_deadline: date | None = None
+    transfer_department: str | None = Field(default=None, max_length=64)
+    updated_at: datetime
+
+
+class Evidence(SQLModel, table=True):
+    """A photo or document attached to a result item: Telegram's file id and our SHA-256."""
+
+    __table_args__ = (UniqueConstraint("result_item_id", "sha256"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    result_id: int = Field(foreign_key="result.id", index=True)
+    result_item_id: int = Field(foreign_key="resultitem.id")
+    kind: str = Field(max_length=16)  # photo | document
+    file_id: str = Field(max_length=255)
+    file_unique_id: str = Field(max_length=64)
+    file_name: str | None = Field(default=None, max_length=255)
+    size: int
+    sha256: str = Field(max_length=64)
+    uploaded_by: int = Field(sa_type=BigInteger)
+    created_at: datetime
+
+
+class CoSignStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    OBJECTED = "objected"
+    ENTERED = "entered"  # the member who entered the result
+    VOID = "void"  # another member objected first; this round is over
+
+
+class CoSignature(SQLModel, table=True):
+    """One member's 确认无误 / 有异议 on one submission of a result."""
+
+    __table_args__ = (UniqueConstraint("result_id", "version", "assignment_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    result_id: int = Field(foreign_key="result.id", index=True)
+    version: int
+    assignment_id: int = Field(foreign_key="assignment.id")
+    inspector_id: int = Field(foreign_key="inspector.id")
+    status: str = Field(default=CoSignStatus.PENDING, max_length=16)
+    comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime
+    decided_at: datetime | None = None
+
+
+class Review(SQLModel, table=True):
+    """复核 of one submission: approved, or returned with a reason."""
+
+    __table_args__ = (UniqueConstraint("result_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    result_id: int = Field(foreign_key="result.id", index=True)
+    version: int
+    decision: str = Field(max_length=16)  # approved | returned
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    reviewer: str = Field(max_length=64)
+    reviewer_name: str = Field(default="", max_length=200)
+    decided_at: datetime
+
+
+class FollowUpStatus(StrEnum):
+    OPEN = "open"
+    DONE = "done"
+
+
+class FollowUp(SQLModel, table=True):
+    """后续处置 of one result item with a problem, owned by the inspector who entered it."""
+
+    __table_args__ = (UniqueConstraint("result_item_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    inspection_id: int = Field(foreign_key="inspection.id", index=True)
+    result_id: int = Field(foreign_key="result.id")
+    result_item_id: int = Field(foreign_key="resultitem.id")
+    inspector_id: int = Field(foreign_key="inspector.id", index=True)
+    department_code: str = Field(max_length=64)
+    action: str = Field(max_length=16)
+    rectify_deadline: date | None = None
+    transfer_department: str | None = Field(default=None, max_length=64)
+    status: str = Field(default=FollowUpStatus.OPEN, max_length=16)
+    completed_on: date | None = None
+    completed_at: datetime | None = None
+    created_at: datetime
+
+
+class FollowUpEntry(SQLModel, table=True):
+    """A progress or completion note of a follow-up (text and date), append-only."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    followup_id: int = Field(foreign_key="followup.id", index=True)
+    kind: str = Field(max_length=16)  # progress | completion | acknowledged
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    on_date: date
+    entered_by: str = Field(max_length=64)
+    created_at: datetime
+
+
+class TransferStatus(StrEnum):
+    SENT = "sent"
+    ACKNOWLEDGED = "acknowledged"
+
+
+class Transfer(SQLModel, table=True):
+    """抄告、移送 to another department; its liaison acknowledges receipt."""
+
+    __table_args__ = (UniqueConstraint("followup_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    followup_id: int = Field(foreign_key="followup.id")
+    inspection_id: int = Field(foreign_key="inspection.id", index=True)
+    from_department: str = Field(max_length=64)
+    to_department: str = Field(max_length=64, index=True)
+    status: str = Field(default=TransferStatus.SENT, max_length=16)
+    created_at: datetime
+    acknowledged_by: str | None = Field(default=None, max_length=64)
+    acknowledged_at: datetime | None = None
+
+
+# --- 三单 numbering (issue 5: deadlines and notices) -----------------------------------------
+
+
+class NoticeCounter(SQLModel, table=True):
+    """The last number issued per kind and year (the 17 of 督〔2026〕17号). Incremented in the
+    transaction that issues the notice, so a rollback gives the number back: no gaps, no twins."""
+
+    __table_args__ = (UniqueConstraint("kind", "year"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)
+    year: int
+    last: int = 0

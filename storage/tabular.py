@@ -20,6 +20,7 @@ CSV_SUFFIXES = {".csv", ".txt"}
 SHEET_SUFFIXES = {".xlsx", ".xlsm", ".xls"}
 _ZIP_MAGIC = b"PK\x03\x04"
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0"
+_READ_SIZE = 1 << 20
 
 
 class FileProblem(Exception):
@@ -75,7 +76,7 @@ def detect_encoding(path: Path) -> str:
         handle.seek(0)
         utf8 = codecs.getincrementaldecoder("utf-8")()
         try:
-            while chunk := handle.read(1 << 20):
+            while chunk := handle.read(_READ_SIZE):
                 utf8.decode(chunk)
             utf8.decode(b"", final=True)
         except UnicodeDecodeError:
@@ -101,14 +102,15 @@ def cell_text(value: Any) -> str:
 
 
 def _csv_rows(path: Path, encoding: str) -> Iterator[tuple[int, list[str]]]:
-    with path.open("r", encoding=encoding, newline="") as handle:
+    with path.open("r", encoding=encoding, newline="", buffering=_READ_SIZE) as handle:
         first = handle.readline()
         dialect: type[csv.Dialect] = csv.excel
         if "\t" in first and "," not in first:
             dialect = csv.excel_tab
         handle.seek(0)
+        strip = str.strip
         for number, row in enumerate(csv.reader(handle, dialect), start=1):
-            yield number, [cell.strip() for cell in row]
+            yield number, list(map(strip, row))
 
 
 def first_sheet(path: Path) -> Any:
@@ -121,13 +123,13 @@ def first_sheet(path: Path) -> Any:
 def _sheet_raw(sheet: Any) -> Iterator[tuple[int, list[Any]]]:
     # Row numbers as Excel shows them, even when the used range starts below row 1.
     offset = sheet.start[0] if sheet.start else 0
-    for index, row in enumerate(sheet.iter_rows()):
-        yield offset + index + 1, list(row)
+    yield from enumerate(sheet.iter_rows(), start=offset + 1)
 
 
 def _sheet_rows(raw: Iterator[tuple[int, list[Any]]]) -> Iterator[tuple[int, list[str]]]:
     for number, row in raw:
-        yield number, [cell_text(cell) for cell in row]
+        # Most cells are text; strip those inline and leave the rest to cell_text().
+        yield number, [cell.strip() if type(cell) is str else cell_text(cell) for cell in row]
 
 
 def open_rows(path: Path, max_bytes: int) -> RowSource:

@@ -1360,6 +1360,9 @@ async def send_chat_action(fake: FakeTelegram, p: Params) -> Any:
     if action not in CHAT_ACTIONS:
         raise bad_request("wrong parameter action in request")
     chat.last_action = action
+    chat.last_action_at = fake.rate_clock()
+    chat.last_action_seq = fake.seq
+    fake.notify_changed()
     return True
 
 
@@ -1494,6 +1497,7 @@ def _chat_json(fake: FakeTelegram, chat: FakeChat, viewer: int | None) -> JSON:
         "migrated_to": chat.migrated_to,
         "pinned_message_id": chat.pinned_message_id,
         "last_action": chat.last_action,
+        "action": fake.current_action(chat),
         "seq": last.seq if last else 0,
     }
 
@@ -1583,6 +1587,12 @@ async def control_upload(fake: FakeTelegram, p: Params) -> Any:
     )
 
 
+async def control_commands(fake: FakeTelegram, p: Params) -> Any:
+    """The command menu a user sees in a chat (chat_id defaults to the private chat)."""
+    user_id = _required_int(p, "user_id")
+    return fake.menu_commands(p.get_int("chat_id") or user_id, user_id)
+
+
 async def control_callback(fake: FakeTelegram, p: Params) -> Any:
     """Waits (up to `timeout` s) for the bot's answer to a button press, for toasts/alerts."""
     query_id = p.get_str("id", missing="id is required") or ""
@@ -1638,6 +1648,7 @@ def create_app(fake: FakeTelegram) -> web.Application:
     app.router.add_post("/_fake/press", _control(control_press))
     app.router.add_post("/_fake/upload", _control(control_upload))
     app.router.add_get("/_fake/callback", _control(control_callback))
+    app.router.add_get("/_fake/commands", _control(control_commands))
     app.router.add_get("/_fake/file", _control(control_file))
     return app
 

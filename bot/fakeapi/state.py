@@ -342,6 +342,10 @@ class FakeChat:
     migrated_from: int | None = None
     pinned_message_id: int | None = None
     last_action: str | None = None
+    # When the action was sent (rate clock) and the change counter then: a client shows
+    # "typing…" for five seconds or until the bot's next message, as Telegram's apps do.
+    last_action_at: float | None = None
+    last_action_seq: int = 0
     messages: dict[int, StoredMessage] = field(default_factory=dict)
     next_message_id: int = 1
 
@@ -470,6 +474,23 @@ class FakeTelegram:
                 return False
             await self.wait_changed(remaining)
         return True
+
+    def notify_changed(self) -> None:
+        """Wakes long polls when something outside the fake changed (the demo's clock)."""
+        self._notify()
+
+    def current_action(self, chat: FakeChat, *, lasts: float = 5.0) -> str | None:
+        """The chat action a client would show now: fresh, and not ended by a bot message."""
+        if chat.last_action is None or chat.last_action_at is None:
+            return None
+        if self.rate_clock() - chat.last_action_at > lasts:
+            return None
+        for msg in reversed(chat.messages.values()):
+            if msg.from_bot and msg.seq > chat.last_action_seq:
+                return None
+            if msg.seq <= chat.last_action_seq:
+                break
+        return chat.last_action
 
     def release_waiters(self) -> None:
         """Ends pending long polls immediately so a server shutdown does not hang on them."""
@@ -812,6 +833,33 @@ class FakeTelegram:
     ) -> list[JSON]:
         """Commands stored by setMyCommands for a scope (default scope when omitted)."""
         return list(self.commands.get(scope_key(scope, language_code), []))
+
+    def menu_commands(self, chat_id: int, user_id: int) -> list[JSON]:
+        """The command menu a user sees in a chat: the narrowest scope with commands wins,
+        in Telegram's order (https://core.telegram.org/bots/api#determining-list-of-commands)."""
+        chat = self.chat(chat_id)
+        user = self.users.get(user_id)
+        languages = [user.language_code, ""] if user and user.language_code else [""]
+        if chat.type == "private":
+            scopes: list[JSON] = [
+                {"type": "chat", "chat_id": chat_id},
+                {"type": "all_private_chats"},
+                {"type": "default"},
+            ]
+        else:
+            # The fake keeps no per-user admin rights, so the administrator scopes never apply.
+            scopes = [
+                {"type": "chat_member", "chat_id": chat_id, "user_id": user_id},
+                {"type": "chat", "chat_id": chat_id},
+                {"type": "all_group_chats"},
+                {"type": "default"},
+            ]
+        for scope in scopes:
+            for language in languages:
+                found = self.commands.get(scope_key(scope, language))
+                if found:
+                    return list(found)
+        return []
 
     def file_bytes(self, file_id: str) -> bytes:
         """Content of an uploaded file, for checking what the bot sent."""

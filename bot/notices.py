@@ -1,0 +1,985 @@
+"""The 三单 (DOMAIN §8): 懒政提醒单, 怠政督办单 and 失职问责单.
+
+The sweeper (bot/sweeper.py) decides *when* a duty's next notice is due; this module decides
+what the notice is and who reads it: numbering (督〔2026〕17号, gap-free per kind and year), the
+recipients and the rendered messages (queued in the outbox in the transaction that records the
+notice), the office's 问责 / 免责 decision, the list behind /notices and the .xlsx export.
+
+Who reads what:
+
+* 懒政提醒单: the responsible person privately (an inspector's bound account; for the group duty
+  ``inspect``, every member of the inspection's group), copied to the department's liaisons.
+* 怠政督办单: the department's liaisons privately, the department group (no target details), and
+  a copy to the office: the office group when one is bound, otherwise office members privately.
+* 失职问责单: the office, the same way, with the 问责 / 免责 buttons.
+* The decision: the department's liaisons privately and the department group.
+
+Group messages are rendered from ``*_group.j2`` templates that receive ``DutyView.public()``,
+which has no target name or code at all (architecture: targets never go to a group).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from openpyxl import Workbook
+from sqlalchemy import Table, func, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.clock import to_local
+from bot.outbox import Keyboard, inline_markup
+from bot.render import has_text, render, text
+from bot.telegram import NoticeCb
+from bot.workdays import Calendar
+from storage.audit import record
+from storage.models import (
+    Assignment,
+    AssignmentStatus,
+    ChatBinding,
+    Department,
+    Duty,
+    Inspection,
+    InspectionItem,
+    Inspector,
+    Notice,
+    NoticeCounter,
+    OutboxMessage,
+    OutboxStatus,
+    Person,
+    Role,
+    RoleGrant,
+    Target,
+    Task,
+)
+
+REMINDER = "reminder"
+SUPERVISION = "supervision"
+ACCOUNTABILITY = "accountability"
+RANK = {REMINDER: 1, SUPERVISION: 2, ACCOUNTABILITY: 3}
+NUMBERED = (SUPERVISION, ACCOUNTABILITY)
+
+HOLD = "h"
+EXEMPT = "e"
+DECISION_WORDS = {HOLD: "问责", EXEMPT: "免责"}
+REASONS = {HOLD: 4, EXEMPT: 5}
+"""How many reasons each list has (texts ``notice.reason.<h|e>.<n>``, from DOMAIN §8)."""
+REASON_MAX = 500
+
+NOTICE: Table = Notice.__table__  # type: ignore[attr-defined]
+COUNTER: Table = NoticeCounter.__table__  # type: ignore[attr-defined]
+OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
+DUTY: Table = Duty.__table__  # type: ignore[attr-defined]
+_ACTIVE_SEATS = (
+    AssignmentStatus.PENDING,
+    AssignmentStatus.CONFIRMED,
+    AssignmentStatus.RECUSAL_REQUESTED,
+)
+_CHUNK = 500
+
+
+def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def number_label(kind: str, year: int, seq: int | None) -> str | None:
+    """督〔2026〕17号 / 问〔2026〕3号; reminders are not numbered."""
+    if seq is None or kind not in NUMBERED:
+        return None
+    return text(f"notice.number.{kind}", year=year, seq=seq)
+
+
+def reason_text(decision: str, number: int) -> str | None:
+    if decision not in REASONS or not 1 <= number <= REASONS[decision]:
+        return None
+    return text(f"notice.reason.{decision}.{number}")
+
+
+# --- what a duty is, as people read it ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DutyRow:
+    """The columns of a duty the sweeper and the notices need (read with Core, not the ORM)."""
+
+    id: int
+    kind: str
+    subject: str
+    inspection_id: int | None
+    inspector_id: int | None
+    responsible_role: str
+    department_code: str
+    deadline: date
+    stage: int
+    supervision_deadline: date | None
+    created_at: datetime
+
+
+DUTY_COLUMNS = (
+    DUTY.c.id,
+    DUTY.c.kind,
+    DUTY.c.subject,
+    DUTY.c.inspection_id,
+    DUTY.c.inspector_id,
+    DUTY.c.responsible_role,
+    DUTY.c.department_code,
+    DUTY.c.deadline,
+    DUTY.c.stage,
+    DUTY.c.supervision_deadline,
+    DUTY.c.created_at,
+)
+
+
+def duty_row(row: Any) -> DutyRow:
+    return DutyRow(*row)
+
+
+@dataclass(frozen=True)
+class DutyView:
+    """A duty for a template. ``target_*`` are None in the group version (``public()``)."""
+
+    id: int
+    kind: str
+    label: str
+    department_code: str
+    department: str
+    responsible: tuple[str, ...]
+    deadline: date
+    estimated: bool
+    inspection_id: int | None
+    tasks: tuple[str, ...]
+    target_name: str | None = None
+    target_code: str | None = None
+
+    def public(self) -> DutyView:
+        return replace(self, target_name=None, target_code=None, responsible=())
+
+
+@dataclass(frozen=True)
+class NoticeView:
+    id: int
+    kind: str
+    number: str | None
+    year: int
+    issued_on: date
+    new_deadline: date | None
+    estimated: bool
+    status: str
+    closed_late: bool = False
+    decision: str | None = None
+    reason: str | None = None
+    supervision_number: str | None = None
+    closed_at: datetime | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The inspection a duty is about: private details and the group's members."""
+
+    target_name: str
+    target_code: str
+    tasks: tuple[str, ...]
+    members: tuple[int, ...]
+
+
+@dataclass
+class People:
+    """Everyone the 三单 go to, loaded once per batch (bound people are a few thousand)."""
+
+    inspectors: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    liaisons: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    office: list[int] = field(default_factory=list)
+    department_groups: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    office_groups: list[int] = field(default_factory=list)
+    departments: dict[str, str] = field(default_factory=dict)
+    inspector_names: dict[int, str] = field(default_factory=dict)
+
+
+async def load_people(session: AsyncSession, office_admins: Iterable[int]) -> People:
+    people = People()
+    grants = await session.exec(
+        select(RoleGrant.role, RoleGrant.department_code, RoleGrant.inspector_id, Person.tg_user_id)
+        .join(Person, col(Person.id) == col(RoleGrant.person_id))
+        .where(col(RoleGrant.active).is_(True))
+        .order_by(col(RoleGrant.id))
+    )
+    for role, department_code, inspector_id, tg_user_id in grants:
+        if role == Role.INSPECTOR and inspector_id is not None:
+            people.inspectors[inspector_id].append(tg_user_id)
+        elif role == Role.LIAISON and department_code:
+            people.liaisons[department_code].append(tg_user_id)
+        elif role == Role.OFFICE:
+            people.office.append(tg_user_id)
+    people.office.extend(office_admins)
+    people.office = list(dict.fromkeys(people.office))
+    chats = await session.exec(
+        select(ChatBinding.chat_id, ChatBinding.kind, ChatBinding.department_code)
+        .where(col(ChatBinding.active).is_(True))
+        .order_by(col(ChatBinding.id))
+    )
+    for chat_id, kind, department_code in chats:
+        if kind == "office":
+            people.office_groups.append(chat_id)
+        elif kind == "department" and department_code:
+            people.department_groups[department_code].append(chat_id)
+    departments = await session.exec(select(Department.code, Department.name))
+    people.departments = dict(departments.all())
+    return people
+
+
+async def load_inspector_names(session: AsyncSession, people: People, ids: Iterable[int]) -> None:
+    missing = sorted({i for i in ids if i not in people.inspector_names})
+    for chunk in _chunks(missing):
+        rows = await session.exec(
+            select(Inspector.id, Inspector.name).where(col(Inspector.id).in_(chunk))
+        )
+        for inspector_id, name in rows:
+            if inspector_id is not None:
+                people.inspector_names[inspector_id] = name
+
+
+async def load_subjects(session: AsyncSession, inspection_ids: Iterable[int]) -> dict[int, Subject]:
+    ids = sorted(set(inspection_ids))
+    targets: dict[int, tuple[str, str]] = {}
+    tasks: dict[int, list[str]] = defaultdict(list)
+    members: dict[int, list[int]] = defaultdict(list)
+    for chunk in _chunks(ids):
+        for inspection_id, name, uscc, key in await session.exec(
+            select(Inspection.id, Target.name, Target.uscc, Target.key)
+            .join(Target, col(Target.id) == col(Inspection.target_id))
+            .where(col(Inspection.id).in_(chunk))
+        ):
+            if inspection_id is not None:
+                targets[inspection_id] = (name, uscc or key)
+        for inspection_id, task_name in await session.exec(
+            select(InspectionItem.inspection_id, Task.name)
+            .join(Task, col(Task.id) == col(InspectionItem.task_id))
+            .where(col(InspectionItem.inspection_id).in_(chunk))
+            .distinct()
+            .order_by(col(InspectionItem.inspection_id), col(Task.name))
+        ):
+            tasks[inspection_id].append(task_name)
+        for inspection_id, inspector_id in await session.exec(
+            select(Assignment.inspection_id, Assignment.inspector_id)
+            .where(
+                col(Assignment.inspection_id).in_(chunk),
+                col(Assignment.status).in_(_ACTIVE_SEATS),
+            )
+            .order_by(col(Assignment.inspection_id), col(Assignment.pick_index))
+        ):
+            members[inspection_id].append(inspector_id)
+    return {
+        i: Subject(name, code, tuple(tasks.get(i, ())), tuple(members.get(i, ())))
+        for i, (name, code) in targets.items()
+    }
+
+
+def _responsible_inspectors(duty: DutyRow, subject: Subject | None) -> tuple[int, ...]:
+    if duty.inspector_id is not None:
+        return (duty.inspector_id,)
+    if duty.responsible_role == Role.INSPECTOR and subject is not None:
+        return subject.members  # the group's duty (inspect): every member
+    return ()
+
+
+def duty_view(
+    duty: DutyRow,
+    people: People,
+    subject: Subject | None,
+    calendar: Calendar,
+    today: date,
+) -> DutyView:
+    if duty.responsible_role == Role.INSPECTOR:
+        names = tuple(
+            people.inspector_names.get(i, "") for i in _responsible_inspectors(duty, subject)
+        )
+        responsible = tuple(n for n in names if n)
+    else:
+        responsible = (text(f"notice.responsible.{duty.responsible_role}"),)
+    return DutyView(
+        id=duty.id,
+        kind=duty.kind,
+        label=duty_label(duty.kind),
+        department_code=duty.department_code,
+        department=people.departments.get(duty.department_code, duty.department_code),
+        responsible=responsible,
+        deadline=duty.deadline,
+        estimated=calendar.estimated_between(today, duty.deadline),
+        inspection_id=duty.inspection_id,
+        tasks=subject.tasks if subject else (),
+        target_name=subject.target_name if subject else None,
+        target_code=subject.target_code if subject else None,
+    )
+
+
+# --- numbering ----------------------------------------------------------------------------------
+
+
+def _insert(session: AsyncSession) -> Any:
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+async def allocate_numbers(session: AsyncSession, kind: str, year: int, count: int) -> int:
+    """Reserve ``count`` consecutive numbers; returns the first. The counter row stays locked
+    until the transaction ends (a second sweeper waits), and a rollback returns the numbers."""
+    statement = (
+        _insert(session)(COUNTER)
+        .values(kind=kind, year=year, last=count)
+        .on_conflict_do_update(
+            index_elements=["kind", "year"], set_={"last": COUNTER.c.last + count}
+        )
+        .returning(COUNTER.c.last)
+    )
+    last = int((await session.exec(statement)).scalar_one())
+    return last - count + 1
+
+
+# --- the outbox, many rows at a time ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    key: str
+    chat_id: int
+    text: str
+    is_group: bool = False
+    buttons: Keyboard | None = None
+    notify_department: str | None = None
+
+
+async def enqueue_all(session: AsyncSession, messages: Sequence[Outgoing], now: datetime) -> int:
+    """``bot.outbox.enqueue`` for many messages in one statement per 500 (a sweep after a long
+    downtime queues tens of thousands); the same columns and the same idempotency key."""
+    rows = [
+        {
+            "idem_key": m.key,
+            "chat_id": m.chat_id,
+            "is_group": m.is_group,
+            "method": "sendMessage",
+            "text": m.text,
+            "reply_markup": inline_markup(m.buttons),
+            "document_name": None,
+            "document": None,
+            "notify_department": m.notify_department,
+            "status": OutboxStatus.PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for m in messages
+    ]
+    statement = _insert(session)(OUTBOX).on_conflict_do_nothing(index_elements=["idem_key"])
+    queued = 0
+    for chunk in _chunks(rows):
+        result = await session.exec(statement, params=chunk)
+        queued += max(int(result.rowcount or 0), 0)
+    return queued
+
+
+# --- buttons ------------------------------------------------------------------------------------
+
+
+def decision_buttons(notice_id: int) -> Keyboard:
+    return [
+        [
+            (text("notice.button.hold"), NoticeCb(action="hold", notice_id=notice_id).pack()),
+            (text("notice.button.exempt"), NoticeCb(action="exempt", notice_id=notice_id).pack()),
+        ]
+    ]
+
+
+def reason_buttons(notice_id: int, decision: str) -> Keyboard:
+    rows: Keyboard = [
+        [
+            (
+                text(f"notice.reason.{decision}.{n}"),
+                NoticeCb(action="pick", notice_id=notice_id, decision=decision, reason=n).pack(),
+            )
+        ]
+        for n in range(1, REASONS[decision] + 1)
+    ]
+    rows.append(
+        [
+            (
+                text("notice.button.other"),
+                NoticeCb(action="other", notice_id=notice_id, decision=decision).pack(),
+            )
+        ]
+    )
+    rows.append([(text("notice.button.back"), NoticeCb(action="back", notice_id=notice_id).pack())])
+    return rows
+
+
+# --- issuing ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One notice the sweeper found due: its duty, kind and (supervision) new deadline."""
+
+    duty: DutyRow
+    kind: str
+    new_deadline: date | None = None
+
+
+@dataclass
+class Issued:
+    reminders: int = 0
+    supervisions: int = 0
+    accountabilities: int = 0
+    messages: int = 0
+
+
+async def issue(
+    session: AsyncSession,
+    issues: Sequence[Issue],
+    *,
+    now: datetime,
+    today: date,
+    calendar: Calendar,
+    office_admins: Iterable[int],
+) -> Issued:
+    """Record the notices, number them, and queue their messages, in the caller's transaction."""
+    result = Issued()
+    if not issues:
+        return result
+    year = today.year
+    seqs: dict[int, int] = {}
+    for kind in NUMBERED:
+        ordered = sorted(i.duty.id for i in issues if i.kind == kind)
+        if ordered:
+            first = await allocate_numbers(session, kind, year, len(ordered))
+            seqs.update({duty_id: first + n for n, duty_id in enumerate(ordered)})
+    rows = [
+        {
+            "duty_id": i.duty.id,
+            "kind": i.kind,
+            "year": year,
+            "seq": seqs.get(i.duty.id) if i.kind in NUMBERED else None,
+            "issued_at": now,
+            "deadline": i.new_deadline,
+            "status": "open",
+            "closed_late": False,
+        }
+        for i in issues
+    ]
+    import time as _t; _a=_t.perf_counter()
+    notice_ids: dict[tuple[int, str], int] = {}
+    statement = NOTICE.insert().returning(
+        NOTICE.c.id, NOTICE.c.duty_id, NOTICE.c.kind, sort_by_parameter_order=True
+    )
+    for chunk in _chunks(rows):
+        for notice_id, duty_id, kind in await session.exec(statement, params=chunk):
+            notice_ids[(duty_id, kind)] = notice_id
+
+    print('notice insert', _t.perf_counter()-_a)
+    people = await load_people(session, office_admins)
+    subjects = await load_subjects(
+        session, (i.duty.inspection_id for i in issues if i.duty.inspection_id is not None)
+    )
+    await load_inspector_names(
+        session,
+        people,
+        (
+            inspector
+            for i in issues
+            for inspector in _responsible_inspectors(
+                i.duty, subjects.get(i.duty.inspection_id or 0)
+            )
+        ),
+    )
+    supervision_numbers = await _supervision_numbers(
+        session, [i.duty.id for i in issues if i.kind == ACCOUNTABILITY]
+    )
+    messages: list[Outgoing] = []
+    for item in issues:
+        duty = item.duty
+        subject = subjects.get(duty.inspection_id or 0)
+        notice = NoticeView(
+            id=notice_ids[(duty.id, item.kind)],
+            kind=item.kind,
+            number=number_label(item.kind, year, seqs.get(duty.id)),
+            year=year,
+            issued_on=today,
+            new_deadline=item.new_deadline,
+            estimated=item.new_deadline is not None
+            and calendar.estimated_between(today, item.new_deadline),
+            status="open",
+            supervision_number=supervision_numbers.get(duty.id),
+        )
+        view = duty_view(duty, people, subject, calendar, today)
+        messages.extend(_messages(notice, duty, view, people, subject))
+        if item.kind == REMINDER:
+            result.reminders += 1
+        elif item.kind == SUPERVISION:
+            result.supervisions += 1
+        else:
+            result.accountabilities += 1
+    result.messages = await enqueue_all(session, messages, now)
+    return result
+
+
+async def _supervision_numbers(session: AsyncSession, duty_ids: Sequence[int]) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for chunk in _chunks(sorted(duty_ids)):
+        rows = await session.exec(
+            select(Notice.duty_id, Notice.year, Notice.seq).where(
+                col(Notice.duty_id).in_(chunk), Notice.kind == SUPERVISION
+            )
+        )
+        for duty_id, year, seq in rows:
+            label = number_label(SUPERVISION, year, seq)
+            if label:
+                found[duty_id] = label
+    return found
+
+
+def _messages(
+    notice: NoticeView,
+    duty: DutyRow,
+    view: DutyView,
+    people: People,
+    subject: Subject | None,
+) -> list[Outgoing]:
+    out: list[Outgoing] = []
+    seen: set[int] = set()
+
+    def send(
+        chats: Iterable[int],
+        body: str,
+        *,
+        group: bool = False,
+        buttons: Keyboard | None = None,
+        notify: str | None = None,
+    ) -> None:
+        for chat_id in chats:
+            if chat_id not in seen:
+                seen.add(chat_id)
+                out.append(
+                    Outgoing(
+                        key=f"notice:{notice.kind}:{notice.id}:{chat_id}",
+                        chat_id=chat_id,
+                        text=body,
+                        is_group=group,
+                        buttons=buttons,
+                        notify_department=notify,
+                    )
+                )
+
+    liaisons = people.liaisons.get(duty.department_code, [])
+    if notice.kind == REMINDER:
+        body = render("notices/reminder.j2", notice=notice, duty=view)
+        if duty.responsible_role == Role.INSPECTOR:
+            chats = [
+                chat
+                for inspector in _responsible_inspectors(duty, subject)
+                for chat in people.inspectors.get(inspector, [])
+            ]
+            send(chats, body, notify=duty.department_code)
+        elif duty.responsible_role == Role.OFFICE:
+            send(people.office, body)
+        send(liaisons, body)
+        return out
+
+    public = view.public()
+    if notice.kind == SUPERVISION:
+        body = render("notices/supervision.j2", notice=notice, duty=view)
+        group_body = render("notices/supervision_group.j2", notice=notice, duty=public)
+        send(liaisons, body)
+        send(people.department_groups.get(duty.department_code, []), group_body, group=True)
+        if people.office_groups:
+            send(people.office_groups, group_body, group=True)
+        else:
+            send(people.office, body)
+        return out
+
+    buttons = decision_buttons(notice.id)
+    if people.office_groups:
+        group_body = render("notices/accountability_group.j2", notice=notice, duty=public)
+        send(people.office_groups, group_body, group=True, buttons=buttons)
+    else:
+        body = render("notices/accountability.j2", notice=notice, duty=view)
+        send(people.office, body, buttons=buttons)
+    return out
+
+
+# --- reading notices back -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listed:
+    notice: NoticeView
+    duty: DutyView
+
+
+def _notice_view(notice: Notice, supervision_number: str | None, calendar: Calendar) -> NoticeView:
+    issued_on = notice.issued_at.date()
+    return NoticeView(
+        id=notice.id or 0,
+        kind=notice.kind,
+        number=number_label(notice.kind, notice.year, notice.seq),
+        year=notice.year,
+        issued_on=issued_on,
+        new_deadline=notice.deadline,
+        estimated=notice.deadline is not None
+        and calendar.estimated_between(issued_on, notice.deadline),
+        status=notice.status,
+        closed_late=notice.closed_late,
+        decision=notice.decision,
+        reason=notice.decision_reason,
+        supervision_number=supervision_number,
+        closed_at=notice.closed_at,
+        decided_by=notice.decided_by,
+        decided_at=notice.decided_at,
+    )
+
+
+async def _listed(
+    session: AsyncSession,
+    pairs: Sequence[tuple[Notice, Duty]],
+    *,
+    calendar: Calendar,
+    today: date,
+    tz: str,
+    people: People | None = None,
+) -> list[Listed]:
+    duties = [_row_of(duty) for _, duty in pairs]
+    people = people or await load_people(session, ())
+    subjects = await load_subjects(
+        session, (d.inspection_id for d in duties if d.inspection_id is not None)
+    )
+    await load_inspector_names(
+        session,
+        people,
+        (i for d in duties for i in _responsible_inspectors(d, subjects.get(d.inspection_id or 0))),
+    )
+    numbers = await _supervision_numbers(
+        session, [d.id for (n, _), d in zip(pairs, duties, strict=True) if n.kind == ACCOUNTABILITY]
+    )
+    listed = []
+    for (notice, _), duty in zip(pairs, duties, strict=True):
+        issued = to_local(notice.issued_at, tz).date()
+        view = replace(_notice_view(notice, numbers.get(duty.id), calendar), issued_on=issued)
+        listed.append(
+            Listed(
+                view,
+                duty_view(duty, people, subjects.get(duty.inspection_id or 0), calendar, today),
+            )
+        )
+    return listed
+
+
+def _row_of(duty: Duty) -> DutyRow:
+    return DutyRow(
+        id=duty.id or 0,
+        kind=duty.kind,
+        subject=duty.subject,
+        inspection_id=duty.inspection_id,
+        inspector_id=duty.inspector_id,
+        responsible_role=duty.responsible_role,
+        department_code=duty.department_code,
+        deadline=duty.deadline,
+        stage=duty.stage,
+        supervision_deadline=duty.supervision_deadline,
+        created_at=duty.created_at,
+    )
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose notices a caller sees: everything (the office), some departments (liaisons, a
+    department group), or the duties of some inspectors."""
+
+    everything: bool = False
+    departments: tuple[str, ...] = ()
+    inspector_ids: tuple[int, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.everything or self.departments or self.inspector_ids)
+
+
+@dataclass
+class NoticeList:
+    items: list[Listed]
+    counts: dict[str, int]
+    undecided: int
+    total: int
+
+
+LIST_LIMIT = 20
+
+
+def _pending() -> Any:
+    """Open notices, and 失职问责单 still waiting for the office's decision (even when the duty
+    was done late in the meantime)."""
+    return or_(
+        col(Notice.status) == "open",
+        (col(Notice.kind) == ACCOUNTABILITY) & col(Notice.decision).is_(None),
+    )
+
+
+def _scoped(query: Any, scope: Scope) -> Any:
+    if scope.everything:
+        return query
+    conditions: list[Any] = []
+    if scope.departments:
+        conditions.append(col(Duty.department_code).in_(scope.departments))
+    if scope.inspector_ids:
+        seats = select(Assignment.inspection_id).where(
+            col(Assignment.inspector_id).in_(scope.inspector_ids),
+            col(Assignment.status).in_(_ACTIVE_SEATS),
+        )
+        conditions.append(col(Duty.inspector_id).in_(scope.inspector_ids))
+        conditions.append(
+            col(Duty.inspector_id).is_(None)
+            & (col(Duty.responsible_role) == Role.INSPECTOR)
+            & col(Duty.inspection_id).in_(seats)
+        )
+    return query.where(or_(*conditions))
+
+
+async def list_pending(
+    session: AsyncSession,
+    scope: Scope,
+    *,
+    calendar: Calendar,
+    today: date,
+    tz: str,
+    limit: int = LIST_LIMIT,
+) -> NoticeList:
+    """The pending notices of a scope, newest first, one line per duty (its most advanced
+    notice), with counts per kind."""
+    if scope.empty:
+        return NoticeList([], {}, 0, 0)
+    joined = select(Notice.kind, func.count()).join(Duty, col(Duty.id) == col(Notice.duty_id))
+    counted = await session.exec(
+        _scoped(joined.where(_pending()), scope).group_by(col(Notice.kind))
+    )
+    counts = {kind: int(n) for kind, n in counted}
+    undecided_query = select(func.count()).select_from(Notice)
+    undecided_query = undecided_query.join(Duty, col(Duty.id) == col(Notice.duty_id)).where(
+        Notice.kind == ACCOUNTABILITY, col(Notice.decision).is_(None)
+    )
+    undecided = int((await session.exec(_scoped(undecided_query, scope))).one())
+    total_query = (
+        select(func.count(func.distinct(Notice.duty_id)))
+        .select_from(Notice)
+        .join(Duty, col(Duty.id) == col(Notice.duty_id))
+        .where(_pending())
+    )
+    total = int((await session.exec(_scoped(total_query, scope))).one())
+    rows = await session.exec(
+        _scoped(
+            select(Notice, Duty).join(Duty, col(Duty.id) == col(Notice.duty_id)).where(_pending()),
+            scope,
+        )
+        .order_by(col(Notice.issued_at).desc(), col(Notice.id).desc())
+        .limit(limit * 3)
+    )
+    best: dict[int, tuple[Notice, Duty]] = {}
+    for notice, duty in rows:
+        kept = best.get(duty.id or 0)
+        if kept is None or RANK[notice.kind] > RANK[kept[0].kind]:
+            best[duty.id or 0] = (notice, duty)
+    pairs = sorted(best.values(), key=lambda p: (p[0].issued_at, p[0].id or 0), reverse=True)
+    items = await _listed(session, pairs[:limit], calendar=calendar, today=today, tz=tz)
+    return NoticeList(items, counts, undecided, total)
+
+
+async def one_notice(
+    session: AsyncSession, notice_id: int, *, calendar: Calendar, today: date, tz: str
+) -> Listed | None:
+    row = (
+        await session.exec(
+            select(Notice, Duty)
+            .join(Duty, col(Duty.id) == col(Notice.duty_id))
+            .where(Notice.id == notice_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    (listed,) = await _listed(session, [row], calendar=calendar, today=today, tz=tz)
+    return listed
+
+
+# --- the office's decision ----------------------------------------------------------------------
+
+
+class NoticeProblem(Exception):
+    """``key`` names ``notice.answer.<key>``."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+async def decide(
+    session: AsyncSession,
+    *,
+    notice_id: int,
+    decision: str,
+    reason: str,
+    typed: bool,
+    actor: str,
+    now: datetime,
+    today: date,
+    calendar: Calendar,
+    tz: str,
+) -> Listed:
+    """Record 问责 or 免责 on a 失职问责单 and tell the department. Exactly one decision wins when
+    two office members press at once: the update only applies while no decision is recorded."""
+    reason = reason.strip()[:REASON_MAX]
+    if decision not in DECISION_WORDS or not reason:
+        raise NoticeProblem("not_found")
+    result = await session.exec(
+        update(NOTICE)
+        .where(
+            NOTICE.c.id == notice_id,
+            NOTICE.c.kind == ACCOUNTABILITY,
+            NOTICE.c.decision.is_(None),
+        )
+        .values(
+            decision=DECISION_WORDS[decision],
+            decision_reason=reason,
+            decided_by=actor,
+            decided_at=now,
+            status="decided",
+        )
+    )
+    if not result.rowcount:
+        existing = await session.get(Notice, notice_id)
+        if existing is None or existing.kind != ACCOUNTABILITY:
+            raise NoticeProblem("not_found")
+        raise NoticeProblem("already_decided")
+    listed = await one_notice(session, notice_id, calendar=calendar, today=today, tz=tz)
+    assert listed is not None
+    await record(
+        session,
+        actor=actor,
+        action="notice.decide",
+        entity="notice",
+        entity_id=str(notice_id),
+        at=now,
+        detail={"decision": DECISION_WORDS[decision], "reason": reason, "typed": typed},
+    )
+    people = await load_people(session, ())
+    department = listed.duty.department_code
+    body = render("notices/decision.j2", notice=listed.notice, duty=listed.duty)
+    group_body = render(
+        "notices/decision_group.j2",
+        notice=listed.notice,
+        duty=listed.duty.public(),
+        show_reason=not typed,
+    )
+    messages = [
+        Outgoing(f"notice:decision:{notice_id}:{chat}", chat, body)
+        for chat in people.liaisons.get(department, [])
+    ]
+    messages += [
+        Outgoing(f"notice:decision:{notice_id}:{chat}", chat, group_body, is_group=True)
+        for chat in people.department_groups.get(department, [])
+    ]
+    await enqueue_all(session, messages, now)
+    return listed
+
+
+# --- the export ---------------------------------------------------------------------------------
+
+EXPORT_COLUMNS = (
+    "number",
+    "kind",
+    "status",
+    "department",
+    "duty",
+    "target",
+    "target_code",
+    "tasks",
+    "responsible",
+    "deadline",
+    "new_deadline",
+    "issued",
+    "closed",
+    "decision",
+    "reason",
+    "decided_by",
+    "decided_at",
+)
+
+
+def _status_text(notice: NoticeView) -> str:
+    if notice.status == "closed" and notice.closed_late:
+        return text("notice.status.closed_late")
+    return text(f"notice.status.{notice.status}")
+
+
+async def export_notices(
+    session: AsyncSession,
+    out: Path,
+    *,
+    calendar: Calendar,
+    today: date,
+    tz: str,
+    pending_only: bool = False,
+) -> int:
+    """Every notice (or only pending ones) in an .xlsx ledger, oldest first; returns the count."""
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet(text("notice.export.sheet"))
+    sheet.append([text(f"notice.export.col.{c}") for c in EXPORT_COLUMNS])
+    query = select(Notice, Duty).join(Duty, col(Duty.id) == col(Notice.duty_id))
+    if pending_only:
+        query = query.where(_pending())
+    rows = list(await session.exec(query.order_by(col(Notice.issued_at), col(Notice.id))))
+    people = await load_people(session, ())
+    count = 0
+    for chunk in _chunks(rows, 2000):
+        for item in await _listed(
+            session, chunk, calendar=calendar, today=today, tz=tz, people=people
+        ):
+            n, d = item.notice, item.duty
+            sheet.append(
+                [
+                    n.number or "",
+                    text(f"notice.kind.{n.kind}"),
+                    _status_text(n),
+                    d.department,
+                    d.label,
+                    d.target_name or "",
+                    d.target_code or "",
+                    "、".join(d.tasks),
+                    "、".join(d.responsible),
+                    d.deadline,
+                    n.new_deadline,
+                    n.issued_on,
+                    _local(n.closed_at, tz),
+                    n.decision or "",
+                    n.reason or "",
+                    n.decided_by or "",
+                    _local(n.decided_at, tz),
+                ]
+            )
+            count += 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workbook.save(out)
+    return count
+
+
+def _local(moment: datetime | None, tz: str) -> datetime | None:
+    # Excel has no time zones: the office reads local wall-clock time.
+    return to_local(moment, tz).replace(tzinfo=None) if moment else None
+
+
+def duty_label(kind: str) -> str:
+    """确认接收检查任务 for ``confirm``…; a kind another feature invents shows as itself."""
+    key = f"notice.duty.{kind}"
+    return text(key) if has_text(key) else kind

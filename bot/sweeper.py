@@ -1,0 +1,312 @@
+"""The sweeper: turns deadlines into 三单 (DOMAIN §8), every minute, from the database alone.
+
+APScheduler only wakes it (bot/scheduler.py); what is due lives in ``Duty.next_check_on``, so a
+sweep after any downtime catches up on everything due, exactly once. Each duty climbs a ladder,
+one rung per visit, and every visit moves ``next_check_on`` past today:
+
+=====  ==========================  ===================================================
+stage  next check                  what the visit does
+=====  ==========================  ===================================================
+0      the day it was opened       plan: the reminder date, N working days before the
+                                   deadline (N = 3, or 1 for duties of 2 days or less)
+0      the reminder date           懒政提醒单 → stage 1
+1      first working day after     怠政督办单 with a new deadline (5 working days) → 2
+       the deadline
+2      first working day after     失职问责单 for the office to decide → 3
+       the supervision deadline
+3      never                       (the office decides; a late completion closes it)
+=====  ==========================  ===================================================
+
+A visit after the deadline skips the reminder (too late to remind); a duty's deadline day is
+still a day to do it (``complete_duty`` calls it late only after that day).
+
+Quiet hours (21:00–08:00 in ``TIMEZONE`` by default): the sweep does nothing, so reminders wait
+and an order falling due overnight goes out at 08:00 — and a duty done before 08:00 gets no
+notice at all, which queuing with a ``not_before`` would not give.
+
+Two sweepers at once (two bot processes, or a sweep that outlives its minute): each batch
+starts by writing the ``sweeper.last_run`` row. That write takes SQLite's single writer lock
+before the batch reads anything, and on PostgreSQL it row-locks, so the second sweeper waits
+and then reads what the first committed. Due duties are read ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, so a duty being completed right now is left for the next minute instead of getting
+a notice the completion would not see.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.clock import Clock, to_local
+from bot.config import Settings
+from bot.duties import load_calendar
+from bot.notices import (
+    ACCOUNTABILITY,
+    DUTY,
+    DUTY_COLUMNS,
+    REMINDER,
+    SUPERVISION,
+    DutyRow,
+    Issue,
+    Outgoing,
+    duty_row,
+    enqueue_all,
+    issue,
+    load_people,
+)
+from bot.render import render
+from bot.workdays import Calendar
+from storage.db import Database
+from storage.models import AppSetting, DutyStatus
+
+log = logging.getLogger(__name__)
+
+BATCH = 5000
+NEVER = date(9999, 12, 31)
+LOCK_NAME = "sweeper.last_run"
+WARNING_STEPS = (30, 7, 0)
+"""Besides ``holiday_warning_days`` (60) before the calendar data ends, the office is warned
+again 30 and 7 days before, and once more when it has ended."""
+
+_APP_SETTING = AppSetting.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Rules:
+    reminder_days: int = 3
+    reminder_days_short: int = 1
+    short_duty_days: int = 2
+    supervision_days: int = 5
+    timezone: str = "Asia/Shanghai"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Rules:
+        return cls(
+            reminder_days=settings.reminder_days,
+            reminder_days_short=settings.reminder_days_short,
+            short_duty_days=settings.short_duty_days,
+            supervision_days=settings.supervision_days,
+            timezone=settings.timezone,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one visit does: the notice to issue (if any) and the duty's new state."""
+
+    notice: str | None
+    stage: int
+    next_check_on: date
+    supervision_deadline: date | None
+
+
+def reminder_date(duty: DutyRow, calendar: Calendar, rules: Rules) -> date:
+    opened = to_local(duty.created_at, rules.timezone).date()
+    length = calendar.working_days_between(opened, duty.deadline)
+    lead = rules.reminder_days_short if length <= rules.short_duty_days else rules.reminder_days
+    return calendar.working_days_add(duty.deadline, -lead)
+
+
+def plan(duty: DutyRow, today: date, calendar: Calendar, rules: Rules) -> Step:
+    """The visit of ``duty`` on ``today``; pure. ``next_check_on`` is always after ``today``."""
+
+    def supervise() -> Step:
+        new_deadline = calendar.working_days_add(today, rules.supervision_days)
+        return Step(SUPERVISION, 2, calendar.working_days_add(new_deadline, 1), new_deadline)
+
+    after_deadline = calendar.working_days_add(duty.deadline, 1)
+    if duty.stage == 0:
+        if today > duty.deadline:
+            return supervise()
+        remind_on = reminder_date(duty, calendar, rules)
+        if today >= remind_on:
+            return Step(REMINDER, 1, after_deadline, None)
+        return Step(None, 0, remind_on, None)
+    if duty.stage == 1:
+        if today > duty.deadline:
+            return supervise()
+        return Step(None, 1, after_deadline, None)
+    if duty.stage == 2:
+        limit = duty.supervision_deadline or duty.deadline
+        if today > limit:
+            return Step(ACCOUNTABILITY, 3, NEVER, limit)
+        return Step(None, 2, calendar.working_days_add(limit, 1), limit)
+    return Step(None, duty.stage, NEVER, duty.supervision_deadline)
+
+
+def in_quiet_hours(moment: time, start: time, end: time) -> bool:
+    """``start`` included, ``end`` excluded; the window may wrap midnight (21:00–08:00)."""
+    if start == end:
+        return False
+    if start < end:
+        return start <= moment < end
+    return moment >= start or moment < end
+
+
+@dataclass
+class SweepReport:
+    due: int = 0
+    """Duties visited (their next check date had come)."""
+    planned: int = 0
+    """Visits that only set the next check date."""
+    reminders: int = 0
+    supervisions: int = 0
+    accountabilities: int = 0
+    messages: int = 0
+    batches: int = 0
+    quiet: bool = False
+    calendar_warning: bool = False
+    """A warning to load next year's holidays was queued by this sweep."""
+
+
+async def sweep(
+    db: Database, clock: Clock, settings: Settings, *, batch: int = BATCH
+) -> SweepReport:
+    """Issue every notice due now; safe to run at any time, any number of times, in parallel."""
+    now = clock.now()
+    local = to_local(now, settings.timezone)
+    report = SweepReport()
+    if in_quiet_hours(local.time(), settings.quiet_start, settings.quiet_end):
+        report.quiet = True
+        return report
+    today = local.date()
+    rules = Rules.from_settings(settings)
+    while True:
+        async with db.session() as session:
+            visited = await _sweep_batch(session, now, today, rules, settings, report, batch)
+        if visited < batch:
+            break
+    async with db.session() as session:
+        report.calendar_warning = await _warn_calendar(session, now, today, settings)
+    if report.due:
+        log.info(
+            "sweep: %d due, %d reminders, %d supervision orders, %d accountability notices",
+            report.due,
+            report.reminders,
+            report.supervisions,
+            report.accountabilities,
+        )
+    return report
+
+
+async def _take_turn(session: AsyncSession, now: datetime) -> None:
+    """The first write of a batch: serialises sweepers (see the module docstring)."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    await session.exec(
+        insert(_APP_SETTING)
+        .values(name=LOCK_NAME, value=now.isoformat())
+        .on_conflict_do_update(index_elements=["name"], set_={"value": now.isoformat()})
+    )
+
+
+async def _sweep_batch(
+    session: AsyncSession,
+    now: datetime,
+    today: date,
+    rules: Rules,
+    settings: Settings,
+    report: SweepReport,
+    batch: int,
+) -> int:
+    await _take_turn(session, now)
+    query: Any = (  # eleven Core columns: more than sqlmodel's exec overloads spell out
+        select(*DUTY_COLUMNS)
+        .where(DUTY.c.status == DutyStatus.OPEN, DUTY.c.next_check_on <= today)
+        .order_by(DUTY.c.next_check_on, DUTY.c.id)
+        .limit(batch)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    import time as _t; _a=_t.perf_counter()
+    duties = [duty_row(row) for row in await session.exec(query)]
+    print('select', _t.perf_counter()-_a)
+    if not duties:
+        return 0
+    calendar = await load_calendar(session)
+    steps = [(duty, plan(duty, today, calendar, rules)) for duty in duties]
+    issued = await issue(
+        session,
+        [
+            Issue(duty, step.notice, step.supervision_deadline)
+            for duty, step in steps
+            if step.notice is not None
+        ],
+        now=now,
+        today=today,
+        calendar=calendar,
+        office_admins=settings.office_admins,
+    )
+    _a=_t.perf_counter()
+    await session.exec(
+        update(DUTY)
+        .where(DUTY.c.id == bindparam("b_id"))
+        .values(
+            stage=bindparam("b_stage"),
+            next_check_on=bindparam("b_next"),
+            supervision_deadline=bindparam("b_limit"),
+        ),
+        params=[
+            {
+                "b_id": duty.id,
+                "b_stage": step.stage,
+                "b_next": step.next_check_on,
+                "b_limit": step.supervision_deadline,
+            }
+            for duty, step in steps
+        ],
+    )
+    print('update', _t.perf_counter()-_a)
+    report.batches += 1
+    report.due += len(duties)
+    report.planned += sum(1 for _, step in steps if step.notice is None)
+    report.reminders += issued.reminders
+    report.supervisions += issued.supervisions
+    report.accountabilities += issued.accountabilities
+    report.messages += issued.messages
+    return len(duties)
+
+
+def warning_step(days_left: int, first: int) -> int | None:
+    """The warning a calendar ending in ``days_left`` days calls for (its key), if any."""
+    steps = sorted({first, *(s for s in WARNING_STEPS if s < first)})
+    due = [step for step in steps if days_left <= step]
+    return due[0] if due else None
+
+
+async def _warn_calendar(
+    session: AsyncSession, now: datetime, today: date, settings: Settings
+) -> bool:
+    """Tell the office to load next year's State Council dates before deadlines run past the
+    known data: once per step (60, 30, 7 days before, and after it ended) and recipient."""
+    calendar = await load_calendar(session)
+    known_until = calendar.known_until()
+    days_left = (known_until - today).days
+    step = warning_step(days_left, settings.holiday_warning_days)
+    if step is None:
+        return False
+    people = await load_people(session, settings.office_admins)
+    year = known_until.year + 1
+    body = render(
+        "notices/calendar_warning.j2",
+        year=year,
+        known_until=known_until,
+        days_left=max(days_left, 0),
+    )
+    group = bool(people.office_groups)
+    chats = people.office_groups or people.office
+    queued = await enqueue_all(
+        session,
+        [
+            Outgoing(f"holiday:warning:{year}:{step}:{chat}", chat, body, is_group=group)
+            for chat in chats
+        ],
+        now,
+    )
+    return queued > 0
