@@ -30,6 +30,7 @@ from bot.dossier import (
     liaison_departments_of,
     load_dossier,
     local_today,
+    office_chats,
 )
 from bot.duties import complete_duty, deadline_after, load_calendar, open_duty
 from bot.outbox import Keyboard, enqueue
@@ -740,7 +741,7 @@ async def _approve(
     # The verifiable replacement (next partial Fisher–Yates pick satisfying the constraints),
     # appended to the draw record; it marks this seat recused and creates the new one.
     outcome = await replace_member(session, assignment_id=assignment.id, now=now, actor=actor)
-    await session.refresh(assignment)
+    await session.flush()
     replacement = (
         await session.get(Assignment, outcome.new_assignment_id)
         if outcome.new_assignment_id
@@ -793,7 +794,7 @@ async def _approve(
         await deliver_replacement(session, replacement, now=now, tz=tz, office_admins=office_admins)
     else:
         # No one satisfies the constraints: the office decides (a shortfall in the draw record).
-        for office in await department_contacts(session, dossier.lead_department, office_admins):
+        for office in await office_chats(session, office_admins):
             await enqueue(
                 session,
                 key=f"recusal:no_replacement:{request.id}:{office}",

@@ -423,18 +423,26 @@ def run() -> None:
 
 async def _run(settings: Settings) -> None:
     from bot.app import Services, create_bot, create_dispatcher, register_commands
+    from bot.scheduler import Background, periodic_jobs
+    from bot.sender import DeliveryLimiter, Sender
+    from bot.telegram import AiogramTransport
 
     await asyncio.to_thread(upgrade, settings.database_url)
     db = Database(settings.database_url)
     services = Services(settings=settings, db=db)
     bot = create_bot(settings)
     dispatcher = create_dispatcher(services)
+    sender = Sender(
+        db, AiogramTransport(bot), services.clock, limiter=DeliveryLimiter.from_settings(settings)
+    )
     try:
         me = await bot.me()
         await remember_username(db, me.username or "")
         await register_commands(bot)
         typer.echo(text("cli.starting", username=me.username))
-        await dispatcher.start_polling(bot, handle_signals=True)
+        # Polling returns on SIGINT/SIGTERM; leaving the block lets sends in flight finish.
+        async with Background(sender, periodic_jobs(services), idle=settings.sender_idle_s):
+            await dispatcher.start_polling(bot, handle_signals=True)
     finally:
         await bot.session.close()
         await db.dispose()

@@ -12,6 +12,7 @@ from functools import lru_cache
 from sqlmodel import col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.render import text
 from bot.workdays import Calendar, RowError, package_years, parse_holiday_rows
 from storage.audit import record
 from storage.models import Duty, DutyStatus, Holiday, Notice
@@ -25,6 +26,13 @@ DEFAULT_WORKING_DAYS = {
     "followup_entry": 20,  # follow-up result entered after completion
     "supervision": 5,  # the new deadline a 怠政督办单 sets
 }
+
+
+@lru_cache(maxsize=4096)
+def day_text(day: date) -> str:
+    """2026年3月4日（周三）: every deadline as people read it."""
+    weekday = text("notice.weekdays")[day.weekday()]
+    return text("notice.day", year=day.year, month=day.month, day=day.day, weekday=weekday)
 
 
 async def load_calendar(session: AsyncSession) -> Calendar:
@@ -154,6 +162,10 @@ class HolidayLoad:
     def thin_limit(self) -> int:
         return THIN_YEAR_REST_DAYS
 
+    @property
+    def known_until_text(self) -> str:
+        return day_text(self.known_until) if self.known_until else ""
+
 
 @dataclass(frozen=True)
 class CalendarStatus:
@@ -162,6 +174,10 @@ class CalendarStatus:
     loaded_years: list[int]
     needs_warning: bool
     next_year: int
+
+    @property
+    def known_until_text(self) -> str:
+        return day_text(self.known_until)
 
 
 async def load_holidays(

@@ -538,21 +538,6 @@ async def pending_transfers(session: AsyncSession, identity: Identity) -> list[T
     return [t for t in rows if await may_acknowledge(session, t, identity)]
 
 
-async def open_followups_of(session: AsyncSession, identity: Identity) -> list[FollowUp]:
-    if not identity.inspector_ids:
-        return []
-    return list(
-        await session.exec(
-            select(FollowUp)
-            .where(
-                col(FollowUp.inspector_id).in_(identity.inspector_ids),
-                FollowUp.status == FollowUpStatus.OPEN,
-            )
-            .order_by(col(FollowUp.id))
-        )
-    )
-
-
 def followup_buttons(views: Sequence[FollowUpView]) -> Keyboard:
     rows: Keyboard = []
     for v in views:

@@ -24,9 +24,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from jinja2 import Template
 from openpyxl import Workbook
 from sqlalchemy import Table, func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -34,8 +36,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import to_local
+from bot.duties import day_text
 from bot.outbox import Keyboard, inline_markup
-from bot.render import has_text, render, text
+from bot.render import environment, has_text, text
 from bot.telegram import NoticeCb
 from bot.workdays import Calendar
 from storage.audit import record
@@ -96,6 +99,29 @@ def number_label(kind: str, year: int, seq: int | None) -> str | None:
     return text(f"notice.number.{kind}", year=year, seq=seq)
 
 
+@lru_cache(maxsize=64)
+def duty_label(kind: str) -> str:
+    """确认接收检查任务 for ``confirm``…; a kind another feature invents shows as itself."""
+    key = f"notice.duty.{kind}"
+    return text(key) if has_text(key) else kind
+
+
+@lru_cache(maxsize=8)
+def _role_label(role: str) -> str:
+    return text(f"notice.responsible.{role}")
+
+
+@lru_cache(maxsize=64)
+def _template(name: str) -> Template:
+    return environment().get_template(name)
+
+
+def _render(name: str, /, **context: Any) -> str:
+    """``bot.render.render`` without its per-call template lookup: a sweep after a long
+    downtime renders tens of thousands of notices."""
+    return _template(name).render(**context).strip()
+
+
 def reason_text(decision: str, number: int) -> str | None:
     if decision not in REASONS or not 1 <= number <= REASONS[decision]:
         return None
@@ -152,6 +178,7 @@ class DutyView:
     department: str
     responsible: tuple[str, ...]
     deadline: date
+    deadline_text: str
     estimated: bool
     inspection_id: int | None
     tasks: tuple[str, ...]
@@ -170,6 +197,7 @@ class NoticeView:
     year: int
     issued_on: date
     new_deadline: date | None
+    new_deadline_text: str | None
     estimated: bool
     status: str
     closed_late: bool = False
@@ -304,7 +332,7 @@ def duty_view(
         )
         responsible = tuple(n for n in names if n)
     else:
-        responsible = (text(f"notice.responsible.{duty.responsible_role}"),)
+        responsible = (_role_label(duty.responsible_role),)
     return DutyView(
         id=duty.id,
         kind=duty.kind,
@@ -313,6 +341,7 @@ def duty_view(
         department=people.departments.get(duty.department_code, duty.department_code),
         responsible=responsible,
         deadline=duty.deadline,
+        deadline_text=day_text(duty.deadline),
         estimated=calendar.estimated_between(today, duty.deadline),
         inspection_id=duty.inspection_id,
         tasks=subject.tasks if subject else (),
@@ -357,33 +386,35 @@ class Outgoing:
     notify_department: str | None = None
 
 
-async def enqueue_all(session: AsyncSession, messages: Sequence[Outgoing], now: datetime) -> int:
-    """``bot.outbox.enqueue`` for many messages in one statement per 500 (a sweep after a long
-    downtime queues tens of thousands); the same columns and the same idempotency key."""
-    rows = [
-        {
+async def enqueue_all(session: AsyncSession, messages: Sequence[Outgoing], now: datetime) -> None:
+    """``bot.outbox.enqueue`` for many messages, executemany in chunks of 500 (a sweep after a
+    long downtime queues tens of thousands): the same columns, the same idempotency key, and a
+    key already queued is skipped. Messages without buttons leave ``reply_markup`` out (NULL)
+    rather than JSON-encoding a null for each."""
+    plain: list[dict[str, Any]] = []
+    with_buttons: list[dict[str, Any]] = []
+    for m in messages:
+        row = {
             "idem_key": m.key,
             "chat_id": m.chat_id,
             "is_group": m.is_group,
             "method": "sendMessage",
             "text": m.text,
-            "reply_markup": inline_markup(m.buttons),
-            "document_name": None,
-            "document": None,
             "notify_department": m.notify_department,
             "status": OutboxStatus.PENDING,
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
         }
-        for m in messages
-    ]
+        if m.buttons:
+            row["reply_markup"] = inline_markup(m.buttons)
+            with_buttons.append(row)
+        else:
+            plain.append(row)
     statement = _insert(session)(OUTBOX).on_conflict_do_nothing(index_elements=["idem_key"])
-    queued = 0
-    for chunk in _chunks(rows):
-        result = await session.exec(statement, params=chunk)
-        queued += max(int(result.rowcount or 0), 0)
-    return queued
+    for rows in (plain, with_buttons):
+        for chunk in _chunks(rows):
+            await session.exec(statement, params=chunk)
 
 
 # --- buttons ------------------------------------------------------------------------------------
@@ -473,16 +504,13 @@ async def issue(
         }
         for i in issues
     ]
-    import time as _t; _a=_t.perf_counter()
-    notice_ids: dict[tuple[int, str], int] = {}
-    statement = NOTICE.insert().returning(
-        NOTICE.c.id, NOTICE.c.duty_id, NOTICE.c.kind, sort_by_parameter_order=True
+    # RETURNING the duty with the id, not in parameter order: asking for that order makes
+    # SQLAlchemy insert one row per statement on SQLite.
+    inserted = await session.exec(
+        NOTICE.insert().returning(NOTICE.c.id, NOTICE.c.duty_id, NOTICE.c.kind), params=rows
     )
-    for chunk in _chunks(rows):
-        for notice_id, duty_id, kind in await session.exec(statement, params=chunk):
-            notice_ids[(duty_id, kind)] = notice_id
+    notice_ids = {(duty_id, kind): notice_id for notice_id, duty_id, kind in inserted}
 
-    print('notice insert', _t.perf_counter()-_a)
     people = await load_people(session, office_admins)
     subjects = await load_subjects(
         session, (i.duty.inspection_id for i in issues if i.duty.inspection_id is not None)
@@ -512,6 +540,7 @@ async def issue(
             year=year,
             issued_on=today,
             new_deadline=item.new_deadline,
+            new_deadline_text=day_text(item.new_deadline) if item.new_deadline else None,
             estimated=item.new_deadline is not None
             and calendar.estimated_between(today, item.new_deadline),
             status="open",
@@ -525,7 +554,8 @@ async def issue(
             result.supervisions += 1
         else:
             result.accountabilities += 1
-    result.messages = await enqueue_all(session, messages, now)
+    await enqueue_all(session, messages, now)
+    result.messages = len(messages)
     return result
 
 
@@ -578,7 +608,7 @@ def _messages(
 
     liaisons = people.liaisons.get(duty.department_code, [])
     if notice.kind == REMINDER:
-        body = render("notices/reminder.j2", notice=notice, duty=view)
+        body = _render("notices/reminder.j2", notice=notice, duty=view)
         if duty.responsible_role == Role.INSPECTOR:
             chats = [
                 chat
@@ -593,8 +623,8 @@ def _messages(
 
     public = view.public()
     if notice.kind == SUPERVISION:
-        body = render("notices/supervision.j2", notice=notice, duty=view)
-        group_body = render("notices/supervision_group.j2", notice=notice, duty=public)
+        body = _render("notices/supervision.j2", notice=notice, duty=view)
+        group_body = _render("notices/supervision_group.j2", notice=notice, duty=public)
         send(liaisons, body)
         send(people.department_groups.get(duty.department_code, []), group_body, group=True)
         if people.office_groups:
@@ -605,10 +635,10 @@ def _messages(
 
     buttons = decision_buttons(notice.id)
     if people.office_groups:
-        group_body = render("notices/accountability_group.j2", notice=notice, duty=public)
+        group_body = _render("notices/accountability_group.j2", notice=notice, duty=public)
         send(people.office_groups, group_body, group=True, buttons=buttons)
     else:
-        body = render("notices/accountability.j2", notice=notice, duty=view)
+        body = _render("notices/accountability.j2", notice=notice, duty=view)
         send(people.office, body, buttons=buttons)
     return out
 
@@ -631,6 +661,7 @@ def _notice_view(notice: Notice, supervision_number: str | None, calendar: Calen
         year=notice.year,
         issued_on=issued_on,
         new_deadline=notice.deadline,
+        new_deadline_text=day_text(notice.deadline) if notice.deadline else None,
         estimated=notice.deadline is not None
         and calendar.estimated_between(issued_on, notice.deadline),
         status=notice.status,
@@ -875,8 +906,8 @@ async def decide(
     )
     people = await load_people(session, ())
     department = listed.duty.department_code
-    body = render("notices/decision.j2", notice=listed.notice, duty=listed.duty)
-    group_body = render(
+    body = _render("notices/decision.j2", notice=listed.notice, duty=listed.duty)
+    group_body = _render(
         "notices/decision_group.j2",
         notice=listed.notice,
         duty=listed.duty.public(),
@@ -977,9 +1008,3 @@ async def export_notices(
 def _local(moment: datetime | None, tz: str) -> datetime | None:
     # Excel has no time zones: the office reads local wall-clock time.
     return to_local(moment, tz).replace(tzinfo=None) if moment else None
-
-
-def duty_label(kind: str) -> str:
-    """确认接收检查任务 for ``confirm``…; a kind another feature invents shows as itself."""
-    key = f"notice.duty.{kind}"
-    return text(key) if has_text(key) else kind

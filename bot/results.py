@@ -75,14 +75,6 @@ DEPARTMENTS_PER_PAGE = 8
 RESUBMIT_WORKING_DAYS = 2  # a returned result is due again this long after the return
 
 
-def category_text(category: int) -> str:
-    return text(f"result.category.{category}")
-
-
-def action_text(action: str) -> str:
-    return text(f"result.action.{action}")
-
-
 # --- steps ----------------------------------------------------------------------------------------
 
 
@@ -546,11 +538,21 @@ async def go_back(
     current = Step.parse(step)
     steps = draft.steps
     if current is None or current not in steps:
-        return await _view(session, draft, _first_open(draft), today=turn.today, editing=turn.editing)
+        return await _view(
+            session, draft, _first_open(draft), today=turn.today, editing=turn.editing
+        )
     index = steps.index(current)
     if index == 0:
         return None
     return await _view(session, draft, steps[index - 1], today=turn.today, editing=turn.editing)
+
+
+async def leave(session: AsyncSession, turn: Turn) -> View:
+    """取消 (or 返回 before the first step): the dialog ends, the draft stays."""
+    draft = await _draft_for(session, turn, create=False)
+    if isinstance(draft, View):
+        return draft
+    return View(Screen.LEFT, dossier=draft.dossier)
 
 
 _DATE_PATTERNS = (
@@ -1502,16 +1504,3 @@ async def waiting_reviews(
             assert dossier is not None
             out.append((result, dossier))
     return out
-
-
-async def pending_cosign(session: AsyncSession, identity: Identity) -> list[CoSignature]:
-    if not identity.inspector_ids:
-        return []
-    return list(
-        await session.exec(
-            select(CoSignature).where(
-                col(CoSignature.inspector_id).in_(identity.inspector_ids),
-                CoSignature.status == CoSignStatus.PENDING,
-            )
-        )
-    )

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiolimiter import AsyncLimiter
-from sqlalchemy import Table, and_, bindparam, exists, func, or_, update
+from sqlalchemy import Table, and_, bindparam, func, or_, update
 from sqlalchemy import select as core_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -197,6 +197,8 @@ class DeliveryLimiter:
         self._groups: dict[int, Bucket] = {}
         self._paused: dict[int, float] = {}
         self._all_paused_until = 0.0
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._gate: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryLimiter:
@@ -270,10 +272,36 @@ class DeliveryLimiter:
                 await asyncio.sleep(wait)
                 continue
             if self._global is not None:
-                await self._global.acquire()
+                await self._overall_token()
             if self._pause_left(chat_id, loop.time()) <= 0:
                 break
         return (chat is None or chat.idle()) and (group is None or group.idle())
+
+    async def _overall_token(self) -> None:
+        """Queue for the overall bucket behind one gate task. With hundreds of lanes waiting
+        on the AsyncLimiter itself, each hand-over costs an event-loop iteration, which caps
+        throughput below the quota; the gate hands out every token the bucket has at once."""
+        token = asyncio.get_running_loop().create_future()
+        self._waiting.append(token)
+        if self._gate is None or self._gate.done():
+            self._gate = asyncio.create_task(self._hand_out())
+        await token
+
+    async def _hand_out(self) -> None:
+        assert self._global is not None
+        while self._waiting:
+            await self._global.acquire()
+            while self._waiting:
+                token = self._waiting.popleft()
+                if not token.done():  # its lane may have been cancelled meanwhile
+                    token.set_result(None)
+                    break
+
+    async def close(self) -> None:
+        if self._gate is not None:
+            self._gate.cancel()
+            await asyncio.gather(self._gate, return_exceptions=True)
+            self._gate = None
 
     async def sent(self, chat_id: int, is_group: bool) -> None:
         """The send to this chat returned (whatever the answer): take its chat and group tokens.
@@ -394,7 +422,8 @@ class Sender:
                 self._changed.clear()
                 claimed = await self._fill()
                 busy = bool(self._held or self._lanes or self._results)
-                if stop is None and not busy and not claimed:
+                # A flush during `_fill` may have queued a notice that claim did not see yet.
+                if stop is None and not busy and not claimed and not self._changed.is_set():
                     break
                 if claimed:
                     continue  # until in_flight rows are held or nothing more is due
@@ -424,6 +453,7 @@ class Sender:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        await self.limiter.close()
         unflushed = {done.row.id for done in self._results}
         left = [row for row in self._held.values() if row.id not in unflushed]
         if left:
@@ -464,32 +494,42 @@ class Sender:
         free = or_(t.c.claimed_until.is_(None), t.c.claimed_until < now)
         pending = t.c.status == OutboxStatus.PENDING
 
-        source = t.alias("source")
+        # Chats that must wait: their first pending row is in backoff or another sender's.
         earlier = t.alias("earlier")
-        blocked = exists().where(
-            earlier.c.chat_id == source.c.chat_id,
-            earlier.c.id < source.c.id,
-            earlier.c.status == OutboxStatus.PENDING,
-            or_(
-                earlier.c.next_attempt_at > now,
-                and_(earlier.c.claimed_until >= now, earlier.c.claimed_by != self.name),
-            ),
-        )
-        ranked = (
-            core_select(
-                source.c.id,
-                func.row_number()
-                .over(partition_by=source.c.chat_id, order_by=source.c.id)
-                .label("place"),
+        blockers = (
+            core_select(earlier.c.chat_id, func.min(earlier.c.id).label("first"))
+            .where(
+                earlier.c.status == OutboxStatus.PENDING,
+                or_(
+                    earlier.c.next_attempt_at > now,
+                    and_(earlier.c.claimed_until >= now, earlier.c.claimed_by != self.name),
+                ),
             )
+            .group_by(earlier.c.chat_id)
+            .subquery()
+        )
+        source = t.alias("source")
+        # The oldest claimable rows (a few times what we want, so that the per-chat cap below
+        # still leaves enough).
+        candidates = (
+            core_select(source.c.id, source.c.chat_id)
+            .select_from(source.outerjoin(blockers, blockers.c.chat_id == source.c.chat_id))
             .where(
                 source.c.status == OutboxStatus.PENDING,
                 source.c.next_attempt_at <= now,
                 or_(source.c.claimed_until.is_(None), source.c.claimed_until < now),
-                ~blocked,
+                or_(blockers.c.first.is_(None), blockers.c.first > source.c.id),
             )
+            .order_by(source.c.id)
+            .limit(limit * 4)
             .subquery()
         )
+        ranked = core_select(
+            candidates.c.id,
+            func.row_number()
+            .over(partition_by=candidates.c.chat_id, order_by=candidates.c.id)
+            .label("place"),
+        ).subquery()
         pick_from = t.alias("pick")
         pick = (
             core_select(pick_from.c.id)

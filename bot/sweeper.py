@@ -39,13 +39,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock, to_local
 from bot.config import Settings
-from bot.duties import load_calendar
+from bot.duties import day_text, load_calendar
 from bot.notices import (
     ACCOUNTABILITY,
     DUTY,
@@ -54,12 +54,11 @@ from bot.notices import (
     SUPERVISION,
     DutyRow,
     Issue,
-    Outgoing,
     duty_row,
-    enqueue_all,
     issue,
     load_people,
 )
+from bot.outbox import enqueue
 from bot.render import render
 from bot.workdays import Calendar
 from storage.db import Database
@@ -159,6 +158,7 @@ class SweepReport:
     supervisions: int = 0
     accountabilities: int = 0
     messages: int = 0
+    """Messages offered to the outbox (a key already queued is skipped there)."""
     batches: int = 0
     quiet: bool = False
     calendar_warning: bool = False
@@ -177,10 +177,11 @@ async def sweep(
         return report
     today = local.date()
     rules = Rules.from_settings(settings)
+    after: tuple[date, int] | None = None
     while True:
         async with db.session() as session:
-            visited = await _sweep_batch(session, now, today, rules, settings, report, batch)
-        if visited < batch:
+            after = await _sweep_batch(session, now, today, rules, settings, report, batch, after)
+        if after is None:
             break
     async with db.session() as session:
         report.calendar_warning = await _warn_calendar(session, now, today, settings)
@@ -214,21 +215,28 @@ async def _sweep_batch(
     settings: Settings,
     report: SweepReport,
     batch: int,
-) -> int:
+    after: tuple[date, int] | None,
+) -> tuple[date, int] | None:
+    """One transaction: up to ``batch`` due duties after the key ``after`` (next check date,
+    id); returns the key to continue from, or None when nothing is left. Continuing from the
+    key rather than from the start keeps PostgreSQL from walking again over the index entries
+    this sweep has just made dead."""
     await _take_turn(session, now)
     query: Any = (  # eleven Core columns: more than sqlmodel's exec overloads spell out
-        select(*DUTY_COLUMNS)
+        select(*DUTY_COLUMNS, DUTY.c.next_check_on)
         .where(DUTY.c.status == DutyStatus.OPEN, DUTY.c.next_check_on <= today)
         .order_by(DUTY.c.next_check_on, DUTY.c.id)
         .limit(batch)
     )
+    if after is not None:
+        query = query.where(tuple_(DUTY.c.next_check_on, DUTY.c.id) > tuple_(*after))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    import time as _t; _a=_t.perf_counter()
-    duties = [duty_row(row) for row in await session.exec(query)]
-    print('select', _t.perf_counter()-_a)
-    if not duties:
-        return 0
+    rows = list(await session.exec(query))
+    if not rows:
+        return None
+    last = (rows[-1][-1], rows[-1][0])
+    duties = [duty_row(row[:-1]) for row in rows]
     calendar = await load_calendar(session)
     steps = [(duty, plan(duty, today, calendar, rules)) for duty in duties]
     issued = await issue(
@@ -243,7 +251,6 @@ async def _sweep_batch(
         calendar=calendar,
         office_admins=settings.office_admins,
     )
-    _a=_t.perf_counter()
     await session.exec(
         update(DUTY)
         .where(DUTY.c.id == bindparam("b_id"))
@@ -262,7 +269,6 @@ async def _sweep_batch(
             for duty, step in steps
         ],
     )
-    print('update', _t.perf_counter()-_a)
     report.batches += 1
     report.due += len(duties)
     report.planned += sum(1 for _, step in steps if step.notice is None)
@@ -270,7 +276,7 @@ async def _sweep_batch(
     report.supervisions += issued.supervisions
     report.accountabilities += issued.accountabilities
     report.messages += issued.messages
-    return len(duties)
+    return last if len(rows) == batch else None
 
 
 def warning_step(days_left: int, first: int) -> int | None:
@@ -296,17 +302,19 @@ async def _warn_calendar(
     body = render(
         "notices/calendar_warning.j2",
         year=year,
-        known_until=known_until,
+        known_until=day_text(known_until),
         days_left=max(days_left, 0),
     )
     group = bool(people.office_groups)
     chats = people.office_groups or people.office
-    queued = await enqueue_all(
-        session,
-        [
-            Outgoing(f"holiday:warning:{year}:{step}:{chat}", chat, body, is_group=group)
-            for chat in chats
-        ],
-        now,
-    )
-    return queued > 0
+    queued = False
+    for chat in chats:
+        queued |= await enqueue(
+            session,
+            key=f"holiday:warning:{year}:{step}:{chat}",
+            chat_id=chat,
+            text=body,
+            now=now,
+            is_group=group,
+        )
+    return queued

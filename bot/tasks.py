@@ -469,8 +469,6 @@ def spec_from_fields(
     for name in REQUIRED_FIELDS:
         if not raw.get(name):
             fail(column_label(name), TaskProblem("required"))
-    if problems:
-        return None, problems
 
     def get(name: str, parse: Any, default: Any) -> Any:
         value = raw.get(name, "")
@@ -484,8 +482,8 @@ def spec_from_fields(
 
     name = get("name", parse_name, "")
     year = get("year", parse_year, 0)
-    items = parse_codes(raw["items"])
-    departments = parse_codes(raw["departments"])
+    items = parse_codes(raw.get("items", ""))
+    departments = parse_codes(raw.get("departments", ""))
     lead = raw.get("lead_department", "") or (departments[0] if departments else "")
     filters = {k: parse_codes(raw[k]) for k in FILTER_KEYS if raw.get(k)}
     policy = get("ratio_policy", parse_policy, Policy.CREDIT)

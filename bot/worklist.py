@@ -28,6 +28,7 @@ from storage.models import (
     AssignmentStatus,
     CoSignature,
     CoSignStatus,
+    Department,
     Duty,
     DutyStatus,
     FollowUp,
@@ -213,7 +214,6 @@ async def _row(
 async def waiting_items(session: AsyncSession, identity: Identity) -> list[Waiting]:
     """What waits for a liaison's (or the office's) decision."""
     out: list[Waiting] = []
-    names: dict[str, str] = {}
     for request, inspector in await pending_recusals(session, identity):
         assert request.id is not None
         out.append(
@@ -275,12 +275,8 @@ async def department_overview(
     inspections with a member from their department."""
     if not identity.liaison_departments:
         return []
-    departments: set[str] = set()
-    for code in identity.liaison_departments:
-        departments.add(code)
+    departments = set(identity.liaison_departments)
     # Sub-units (stations, sections) belong to the department.
-    from storage.models import Department
-
     for department in await session.exec(select(Department)):
         chain = await liaison_departments_of(session, department.code)
         if any(code in identity.liaison_departments for code in chain):

@@ -3,7 +3,8 @@ receiving department's liaison acknowledges a transfer. See followups.mmd."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
+from typing import Any
 
 from aiogram import Bot, F, Router
 from aiogram.filters import StateFilter
@@ -131,12 +132,9 @@ async def _record(
     state: FSMContext,
     services: Services,
     identity: Identity,
-    data: dict[str, object],
-    on_date: object,
+    data: dict[str, Any],
+    on_date: date,
 ) -> None:
-    from datetime import date
-
-    assert isinstance(on_date, date)
     followup_id = int(str(data.get("followup_id", 0)))
     kind = str(data.get("kind", "progress"))
     async with services.db.session() as session:

@@ -40,6 +40,7 @@ from bot.results import (
     cosign,
     cosign_card,
     go_back,
+    leave,
     next_step,
     open_dialog,
     show_step,
@@ -302,18 +303,13 @@ async def on_result_button(
             case "edit":
                 view = await show_step(session, replace(turn, editing=True), step=step)
             case "back":
-                view = await go_back(session, turn, step=step) or View(Screen.LEFT)
+                view = await go_back(session, turn, step=step) or await leave(session, turn)
             case "cancel":
-                view = View(Screen.LEFT)
+                view = await leave(session, turn)
             case "submit":
                 view = await submit(session, turn, office_admins=services.settings.office_admins)
             case _:
                 view = View(Screen.REFUSED, reason="not_yours")
-    if view.screen is Screen.LEFT and view.dossier is None:
-        from bot.dossier import load_dossier
-
-        async with services.db.read() as session:
-            view.dossier = await load_dossier(session, inspection_id)
     if view.screen is Screen.REFUSED:
         await query.answer(
             render("results/refused.j2", reason=view.reason, d=None), show_alert=True

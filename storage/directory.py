@@ -18,8 +18,21 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
+from sqlalchemy import (
+    Boolean,
+    Dialect,
+    Integer,
+    MetaData,
+    Table,
+    and_,
+    delete,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy import Column as SAColumn
-from sqlalchemy import Integer, MetaData, Table, and_, delete, insert, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateTable, DropTable
@@ -566,6 +579,8 @@ class _Store:
             SAColumn("n", Integer),
             *(SAColumn(c.name, c.type) for c in table.columns if c.name != "id"),
             prefixes=["TEMPORARY"],
+            # Spelt out on SQLite, where an unqualified name could also mean a real table.
+            schema=None if self.postgres else "temp",
         )
         stage = self.stage.c
         upsert = _upsert_statement(schema, self.dialect.name)
@@ -576,14 +591,11 @@ class _Store:
         self.fill_sql = fill.string
         joined = self.stage.join(table, table.c[key] == stage[key])
         self.check_sql = self._sql(select(stage[key], table.c.import_id).select_from(joined))
-        self.clear_sql = f"TRUNCATE {STAGE}" if self.postgres else f"DELETE FROM {STAGE}"
+        self.clear_sql = f"TRUNCATE {STAGE}" if self.postgres else self._sql(delete(self.stage))
         self.key = stage[key]
 
         self.order = operator.itemgetter(*self.names)
-        processors = {
-            c.name: c.type.dialect_impl(self.dialect).bind_processor(self.dialect)
-            for c in table.columns
-        }
+        processors = {c.name: _processor(c, self.dialect) for c in table.columns}
         self.constants = {
             name: (processors.get(name) or _same)(value) for name, value in constants.items()
         }
@@ -604,6 +616,10 @@ class _Store:
         return (number, *self.order(values))
 
     async def open(self) -> None:
+        if not self.postgres:
+            # SQLite runs DDL outside the transaction until the first write opens one, so
+            # a stage dropped by an import that was then rolled back (`--strict`) comes back.
+            await self.conn.execute(DropTable(self.stage, if_exists=True))
         await self.conn.execute(CreateTable(self.stage))
         self.driver = (await self.conn.get_raw_connection()).driver_connection
 
@@ -647,6 +663,15 @@ class _Store:
 
 def _same(value: Any) -> Any:
     return value
+
+
+def _processor(column: SAColumn[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """What SQLAlchemy would do to a value of `column` before handing it to the driver."""
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    if process is not None and isinstance(column.type, Boolean):
+        # Three possible values: look the answer up rather than call SQLAlchemy per row.
+        return {value: process(value) for value in (None, False, True)}.__getitem__
+    return process
 
 
 # SQLite's default page cache (2 MB) is much smaller than the key index of a big directory,

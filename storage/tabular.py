@@ -121,9 +121,9 @@ def first_sheet(path: Path) -> Any:
 
 
 def _sheet_raw(sheet: Any) -> Iterator[tuple[int, list[Any]]]:
-    # Row numbers as Excel shows them, even when the used range starts below row 1.
-    offset = sheet.start[0] if sheet.start else 0
-    yield from enumerate(sheet.iter_rows(), start=offset + 1)
+    # Row numbers as Excel shows them: when the used range starts below row 1, calamine's
+    # iter_rows() pads it with empty rows from row 1 (its columns start at the used range).
+    yield from enumerate(sheet.iter_rows(), start=1)
 
 
 def _sheet_rows(raw: Iterator[tuple[int, list[Any]]]) -> Iterator[tuple[int, list[str]]]:

@@ -83,3 +83,52 @@ async def test_unbound_inspector_waits_and_liaison_is_told(
     async with db.read() as session:
         audit = list(await session.exec(select(AuditLog.action)))
     assert "assignment.unreachable" in audit and audit.count("assignment.deliver") == 2
+
+
+async def test_recusal_without_a_qualified_replacement_goes_to_the_office(
+    db: Database, clock: FrozenClock
+) -> None:
+    from bot.assignments import Act, decide_recusal, request_recusal
+    from bot.people import load_identity
+    from storage.models import RecusalRequest
+
+    world = await build_world(db, clock.now())
+    now = clock.now()
+    async with db.session() as session:
+        await announce_assignments(session, draw_id=world.draw_id, now=now)
+    for n, tg in enumerate((INSPECTOR_A, INSPECTOR_B)):
+        async with db.session() as session:
+            identity = await load_identity(session, tg, [])
+            asked = await request_recusal(
+                session,
+                assignment_id=world.assignment_ids[n],
+                identity=identity,
+                reason_code=2,
+                reason_text="",
+                now=now,
+            )
+            assert asked.act is Act.DONE
+            request = (
+                await session.exec(
+                    select(RecusalRequest).where(
+                        RecusalRequest.assignment_id == world.assignment_ids[n]
+                    )
+                )
+            ).one()
+        async with db.session() as session:
+            liaison = await load_identity(session, LIAISON_SJJ, [])
+            decided = await decide_recusal(
+                session,
+                request_id=request.id or 0,
+                identity=liaison,
+                approve=True,
+                now=now,
+                office_admins=[1000],
+            )
+            assert decided.act is Act.DONE
+    rows = await outbox(db)
+    # The spare took the first seat; nobody is left for the second: the office decides.
+    assert any(r.chat_id == 1000 and "无法抽取替补人员" in r.text for r in rows)
+    async with db.read() as session:
+        seats = list(await session.exec(select(Assignment).order_by(col(Assignment.id))))
+    assert [s.status for s in seats] == ["recused", "recused", "pending"]

@@ -843,13 +843,19 @@ async def test_replace_member_reports_a_shortfall(db: Database, clock: FrozenClo
 async def _two_tasks(
     db: Database, clock: FrozenClock, *, mergeable: bool
 ) -> tuple[int, int, set[str]]:
-    """Task A (SC001) drawn; then task B (SW001, SWJ) draws everyone A drew and more."""
-    await seeded(db, clock, targets=30, inspectors=6, swj_inspectors=4)
+    """Task A (SC001) drawn; then task B (SW001, SWJ) draws every target, A's among them.
+
+    Returns the keys of A's inspections that got a group (a shortfall is not joinable)."""
+    await seeded(db, clock, targets=30, inspectors=8, swj_inspectors=5)
     async with db.session() as session:
         a = await new_task(session, clock.now(), ratio_policy="all", name="市场监管任务")
     draw_a = await run_draw(db, clock.now(), a)
     async with db.read() as session:
-        keys_a = set(await session.exec(select(Inspection.target_key)))
+        keys_a = set(
+            await session.exec(
+                select(Inspection.target_key).where(Inspection.status == InspectionStatus.ASSIGNED)
+            )
+        )
     async with db.session() as session:
         b = await new_task(
             session,
@@ -866,62 +872,75 @@ async def _two_tasks(
     return draw_a, draw_b, keys_a
 
 
+async def _live(session: AsyncSession) -> list[Inspection]:
+    return list(
+        await session.exec(
+            select(Inspection).where(Inspection.status != InspectionStatus.CANCELLED)
+        )
+    )
+
+
+async def _departments(session: AsyncSession, inspection_id: int | None) -> set[str]:
+    return set(
+        await session.exec(
+            select(Inspector.department_code)
+            .join(Assignment, col(Assignment.inspector_id) == col(Inspector.id))
+            .where(
+                Assignment.inspection_id == inspection_id,
+                col(Assignment.status).in_(["pending", "confirmed"]),
+            )
+        )
+    )
+
+
+async def _items(session: AsyncSession, inspection_id: int | None) -> list[str]:
+    return sorted(
+        await session.exec(
+            select(InspectionItem.item_code).where(
+                InspectionItem.inspection_id == inspection_id,
+                col(InspectionItem.voided_at).is_(None),
+            )
+        )
+    )
+
+
 async def test_mergeable_tasks_merge_into_one_visit(db: Database, clock: FrozenClock) -> None:
     draw_a, draw_b, keys_a = await _two_tasks(db, clock, mergeable=True)
     async with db.read() as session:
-        live = list(
-            await session.exec(
-                select(Inspection).where(Inspection.status != InspectionStatus.CANCELLED)
-            )
-        )
+        merged = [i for i in await _live(session) if i.merged]
         gone = list(
             await session.exec(
                 select(Inspection).where(Inspection.status == InspectionStatus.CANCELLED)
             )
         )
-        items = {
-            i.id: sorted(
-                await session.exec(
-                    select(InspectionItem.item_code).where(InspectionItem.inspection_id == i.id)
-                )
-            )
-            for i in live
-        }
-        departments = {
-            i.id: set(
-                await session.exec(
-                    select(Inspector.department_code)
-                    .join(Assignment, col(Assignment.inspector_id) == col(Inspector.id))
-                    .where(
-                        Assignment.inspection_id == i.id,
-                        col(Assignment.status).in_(["pending", "confirmed"]),
-                    )
-                )
-            )
-            for i in live
-        }
-        duties = {
+        b = await session.get(Draw, draw_b)
+        assert b is not None
+        short_b = {s["target"] for s in b.record["shortfalls"]}
+        deadlines = {
             d.subject: d.deadline
             for d in await session.exec(
                 select(Duty).where(Duty.kind == "inspect", Duty.status == DutyStatus.OPEN)
             )
         }
+        for inspection in merged:
+            assert await _items(session, inspection.id) == ["SC001", "SW001"]
+            # B's group joins A's (unless B could not form one there: the office decides).
+            both = {"SJJ"} if inspection.target_key in short_b else {"SJJ", "SWJ"}
+            assert await _departments(session, inspection.id) == both
+            assert deadlines[f"inspection:{inspection.id}"] == date(2026, 6, 30)
         checks = [await verify_draw(session, draw_id=d) for d in (draw_a, draw_b)]
-    # One visit per target: every target of A is checked once, for both items, by both.
-    assert len(live) == len(keys_a) and len(gone) == len(keys_a)
-    assert all(i.merged and i.draw_id == draw_a for i in live)
-    assert all(g.merged_into_id in {i.id for i in live} for g in gone)
-    assert all(items[i.id] == ["SC001", "SW001"] for i in live)
-    assert all(departments[i.id] == {"SJJ", "SWJ"} for i in live)
-    assert all(
-        i.window_start == date(2026, 5, 1) and i.window_end == date(2026, 6, 30) for i in live
-    )
-    assert set(duties.values()) == {date(2026, 6, 30)} and len(duties) == len(live)
+    # One visit per target of A, kept by A's draw; B's own inspections folded into them.
+    assert {i.target_key for i in merged} == keys_a and len(gone) == len(keys_a)
+    assert all(i.draw_id == draw_a for i in merged)
+    assert {g.merged_into_id for g in gone} == {i.id for i in merged}
+    assert {(i.window_start, i.window_end) for i in merged} == {
+        (date(2026, 5, 1), date(2026, 6, 30))
+    }
     assert all(c.consistent for c in checks), [c.problems for c in checks]
     async with db.session() as session:
         report = await merge_draw(session, draw_id=draw_b, actor="test", now=clock.now())
     assert not report.merged_now and len(report.merged_before) == len(keys_a)
-    assert all(m.how == "auto" for m in report.merged_before)
+    assert {m.how for m in report.merged_before} == {"auto"}
 
 
 async def test_overlap_of_a_non_mergeable_task_waits_for_merge(
@@ -929,44 +948,31 @@ async def test_overlap_of_a_non_mergeable_task_waits_for_merge(
 ) -> None:
     draw_a, draw_b, keys_a = await _two_tasks(db, clock, mergeable=False)
     async with db.read() as session:
-        live = (
-            await session.exec(
-                select(func.count())
-                .select_from(Inspection)
-                .where(Inspection.status != InspectionStatus.CANCELLED)
-            )
-        ).one()
-    assert live == 2 * len(keys_a)  # two visits until the office decides
+        before = len(await _live(session))
+        doubled = [i for i in await _live(session) if i.target_key in keys_a]
+    assert len(doubled) == 2 * len(keys_a)  # two visits each, until the office decides
     async with db.session() as session:
         report = await merge_draw(session, draw_id=draw_b, actor="test", now=clock.now())
     assert len(report.merged_now) == len(keys_a)
-    assert all(m.how == "manual" for m in report.merged_now)
+    assert {m.how for m in report.merged_now} == {"manual"}
     async with db.read() as session:
-        live = (
-            await session.exec(
-                select(func.count())
-                .select_from(Inspection)
-                .where(Inspection.status != InspectionStatus.CANCELLED)
-            )
-        ).one()
+        after = await _live(session)
         checks = [await verify_draw(session, draw_id=d) for d in (draw_a, draw_b)]
-    assert live == len(keys_a)
+    assert len(after) == before - len(keys_a)
     assert all(c.consistent for c in checks), [c.problems for c in checks]
     # Voiding B afterwards takes its items and seats out of the merged visits, which go on.
     async with db.session() as session:
         voided = await void_draw(session, draw_id=draw_b, reason="重复", actor="t", now=clock.now())
+    # A drew every target, so all of B's inspections were folded into A's: none to cancel.
     assert voided.kept == len(keys_a) and voided.cancelled == 0
     async with db.read() as session:
-        items = set(
-            await session.exec(
-                select(InspectionItem.item_code)
-                .where(col(InspectionItem.voided_at).is_(None))
-                .join(Inspection, col(Inspection.id) == col(InspectionItem.inspection_id))
-                .where(Inspection.status != InspectionStatus.CANCELLED)
-            )
-        )
+        for inspection in await _live(session):
+            assert inspection.draw_id == draw_a
+            assert await _items(session, inspection.id) == ["SC001"]
+            if inspection.status == InspectionStatus.ASSIGNED:
+                assert await _departments(session, inspection.id) == {"SJJ"}
         check_a = await verify_draw(session, draw_id=draw_a)
-    assert items == {"SC001"} and check_a.consistent
+    assert check_a.consistent
 
 
 # --- the liaison's list ------------------------------------------------------------------------

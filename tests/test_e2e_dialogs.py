@@ -185,7 +185,9 @@ async def test_full_path_with_photo_cosignature_and_review(harness: Harness) -> 
 
     # 后续处置 from /tasks: progress, then completion with a date.
     listing = unique(await h.send(INSPECTOR_A, "/tasks"))
-    board = await press(h, INSPECTOR_A, listing, next(b for b in listing.button_texts() if "后续处置" in b))
+    board = await press(
+        h, INSPECTOR_A, listing, next(b for b in listing.button_texts() if "后续处置" in b)
+    )
     assert "责令改正" in text_of(board)
     ask = await press(h, INSPECTOR_A, board, "第 1 项记录办结")
     ask = await type_in(h, INSPECTOR_A, ask, "已重新办理许可证，整改完成")
@@ -308,14 +310,25 @@ async def test_forged_and_replayed_callbacks_change_nothing(harness: Harness) ->
     open_a = ResultCb(action="open", inspection_id=world.inspection_id).pack()
     await forge(h, INSPECTOR_C, spare, open_a)
     assert answer_of(h)["show_alert"] is True
+    cancel_a = ResultCb(action="cancel", inspection_id=world.inspection_id).pack()
+    await forge(h, INSPECTOR_C, spare, cancel_a)
+    assert answer_of(h)["show_alert"] is True
+    assert "城关示范超市" not in text_of(h.fake.message(spare.chat_id, spare.message_id))
     # Garbage that is not our callback data at all.
     await forge(h, INSPECTOR_A, a_card, "a1:confirm:notanumber")
     # A double tap on 确认接收: one confirmation.
     await confirm_both(h)
-    await forge(h, INSPECTOR_A, a_card, a_card.history[0]["reply_markup"]["inline_keyboard"][0][0]["callback_data"])
+    await forge(
+        h,
+        INSPECTOR_A,
+        a_card,
+        a_card.history[0]["reply_markup"]["inline_keyboard"][0][0]["callback_data"],
+    )
     assert "已经确认过了" in str(answer_of(h).get("text"))
     async with h.services.db.read() as session:
-        confirmed = list(await session.exec(select(AuditLog).where(AuditLog.action == "assignment.confirm")))
+        confirmed = list(
+            await session.exec(select(AuditLog).where(AuditLog.action == "assignment.confirm"))
+        )
         results = (await session.exec(select(func.count()).select_from(Result))).one()
     assert len(confirmed) == 2 and results == 0
     # A result dialog button replayed from an old message is refused; a double tap is ignored.
@@ -390,7 +403,10 @@ async def test_garbage_at_every_step_gets_a_hint_and_never_sticks(harness: Harne
         items = list(await session.exec(select(ResultItem).order_by(col(ResultItem.position))))
     assert len(evidence) == 1 and evidence[0].kind == "document"
     assert [i.category for i in items] == [9, 6]
-    assert items[0].rectify_deadline is not None and items[0].rectify_deadline.isoformat() == "2026-04-10"
+    assert (
+        items[0].rectify_deadline is not None
+        and items[0].rectify_deadline.isoformat() == "2026-04-10"
+    )
     # Leaving keeps the draft; /tasks resumes at the summary.
     dialog = await press(h, INSPECTOR_A, dialog, "✖️ 取消")
     assert "草稿已保存" in text_of(dialog)
@@ -421,7 +437,9 @@ async def test_restart_mid_dialog_then_resume(harness: Harness) -> None:
         # A later restart with the dialog message gone from view: /tasks resumes the draft.
         listing = unique(await again.send(INSPECTOR_A, "/tasks"))
         assert "草稿" in text_of(listing)
-        resumed = await press(again, INSPECTOR_A, listing, next(b for b in listing.button_texts() if "继续录入" in b))
+        resumed = await press(
+            again, INSPECTOR_A, listing, next(b for b in listing.button_texts() if "继续录入" in b)
+        )
         assert "后续处置方式" in text_of(resumed)
         assert dialog.button_texts() == []  # the older dialog message lost its buttons
         resumed = await press(again, INSPECTOR_A, resumed, "列入经营异常名录")
@@ -541,14 +559,21 @@ async def test_transfer_is_acknowledged_by_the_receiving_department(harness: Har
     assert "移送接收" in text_of(waiting)
     done = await press(h, LIAISON_SWJ, notice, "✅ 确认接收")
     assert "已确认接收" in text_of(done)
-    await forge(h, LIAISON_SWJ, done, notice.history[0]["reply_markup"]["inline_keyboard"][0][0]["callback_data"])
+    await forge(
+        h,
+        LIAISON_SWJ,
+        done,
+        notice.history[0]["reply_markup"]["inline_keyboard"][0][0]["callback_data"],
+    )
     await h.deliver()
     assert "移送已被接收" in text_of(last(h, INSPECTOR_A))
     async with h.services.db.read() as session:
         transfer = (await session.exec(select(Transfer))).one()
         followup = (await session.exec(select(FollowUp))).one()
         ack = (await session.exec(select(Duty).where(Duty.kind == "transfer_ack"))).one()
-        acks = list(await session.exec(select(AuditLog).where(AuditLog.action == "transfer.acknowledge")))
+        acks = list(
+            await session.exec(select(AuditLog).where(AuditLog.action == "transfer.acknowledge"))
+        )
     assert transfer.status == "acknowledged" and transfer.to_department == "SWJ"
     assert followup.status == "done" and ack.status == "done" and len(acks) == 1
 
@@ -591,6 +616,12 @@ async def test_worklists_for_liaison_and_office(harness: Harness) -> None:
     assert "本部门进行中的检查" in text_of(liaison) and "张三、李四" in text_of(liaison)
     office = unique(await h.send(1000, "/tasks"))
     assert "抽查任务" in text_of(office) and "2026 年第一批" in text_of(office)
+    card = await press(h, INSPECTOR_B, card_of(h, INSPECTOR_B), "🙋 申请回避")
+    await press(h, INSPECTOR_B, card, "与检查对象存在利害关系")
+    for person in (LIAISON_SJJ, 1000):
+        waiting = unique(await h.send(person, "/tasks"))
+        assert "回避申请：城关示范超市有限公司（李四）" in text_of(waiting)
+        assert "🙋 回避审批：城关示范超市有限公司（李四）" in waiting.button_texts()
     nothing = unique(await h.send(INSPECTOR_C, "/review"))
     assert "您目前没有这类事项" in text_of(nothing)
     h.services.clock.advance(timedelta(days=3))  # type: ignore[attr-defined]
@@ -610,5 +641,7 @@ async def test_dialog_state_survives_a_second_harness(
     async with running(h.services.db, h.services.settings, h.services.clock) as h2:  # type: ignore[arg-type]
         h2.person(INSPECTOR_A, "张三")
         listing = unique(await h2.send(INSPECTOR_A, "/tasks"))
-        resumed = await press(h2, INSPECTOR_A, listing, next(b for b in listing.button_texts() if "继续录入" in b))
+        resumed = await press(
+            h2, INSPECTOR_A, listing, next(b for b in listing.button_texts() if "继续录入" in b)
+        )
         assert "检查方式" in text_of(resumed)

@@ -10,7 +10,7 @@ import pytest
 from sqlmodel import col, select
 
 import bot.sender as sender_module
-from bot.clock import FrozenClock
+from bot.clock import Clock, FrozenClock
 from bot.fakeapi.limits import RateLimiter, RateLimits, SlidingWindow
 from bot.outbox import enqueue
 from bot.sender import (
@@ -43,28 +43,39 @@ class ScriptedTransport:
         self.calls: list[tuple[float, int, str]] = []
         self.script: dict[int, list[DeliveryError]] = defaultdict(list)
         self.pause = pause
+        self.called = asyncio.Event()
+        self.delivered = asyncio.Event()
 
     async def deliver(self, message: Outgoing) -> int:
         self.calls.append((asyncio.get_running_loop().time(), message.chat_id, message.text))
+        self.called.set()
         if self.pause:
             await asyncio.sleep(self.pause)
         errors = self.script.get(message.chat_id)
         if errors:
             raise errors.pop(0)
         self.sent.append((message.chat_id, message.text))
+        self.delivered.set()
         return len(self.sent)
 
     def texts(self, chat_id: int) -> list[str]:
         return [text for chat, text in self.sent if chat == chat_id]
 
 
-async def queue(db: Database, clock: FrozenClock, *messages: tuple[int, str], **extra: str) -> None:
+async def queue(
+    db: Database, clock: Clock, *messages: tuple[int, str], notify_department: str | None = None
+) -> None:
     async with db.session() as session:
         for chat_id, text in messages:
+            key = f"test:{chat_id}:{text}"
             await enqueue(
-                session, key=f"test:{chat_id}:{text}", chat_id=chat_id, text=text,
-                now=clock.now(), **extra,
-            )  # fmt: skip
+                session,
+                key=key,
+                chat_id=chat_id,
+                text=text,
+                now=clock.now(),
+                notify_department=notify_department,
+            )
 
 
 async def rows(db: Database) -> dict[str, OutboxMessage]:
@@ -228,7 +239,7 @@ async def test_rejected_and_moved(db: Database, clock: FrozenClock) -> None:
     assert stored["bad"].status == "failed" and stored["group"].chat_id == -1005
 
 
-async def _people(db: Database, clock: FrozenClock) -> None:
+async def _people(db: Database, clock: Clock) -> None:
     async with db.session() as session:
         for tg_user_id, name in ((LIAISON, "联络员王"), (INSPECTOR, "检查员张")):
             person = Person(tg_user_id=tg_user_id, display_name=name, created_at=clock.now())
@@ -300,7 +311,9 @@ async def test_403_then_start_delivers_the_assignment(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize(("limit", "window", "burst"), [(10, 0.1, 1), (8, 0.2, 2), (3, 0.1, 3)])
-async def test_buckets_never_exceed_the_sliding_window(limit: int, window: float, burst: int) -> None:
+async def test_buckets_never_exceed_the_sliding_window(
+    limit: int, window: float, burst: int
+) -> None:
     bucket = window_bucket(limit, window, burst=burst)
     quota = SlidingWindow(limit, window)
     loop = asyncio.get_running_loop()
@@ -316,7 +329,9 @@ async def test_the_limiter_keeps_a_chat_within_its_quota(db: Database, clock: Fr
     transport = ScriptedTransport()
     limiter = DeliveryLimiter(global_per_s=100, group_per_min=None, chat_per_s=10)
     assert await sender(db, transport, clock, limiter=limiter).drain() == 7
-    quota = RateLimiter(RateLimits(global_per_second=100, group_per_minute=None, chat_per_second=10))
+    quota = RateLimiter(
+        RateLimits(global_per_second=100, group_per_minute=None, chat_per_second=10)
+    )
     for at, chat, _ in transport.calls:
         assert quota.admit(chat, False, at) is None
     sends = [at for at, chat, _ in transport.calls if chat == 7]

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def _quiet_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # One line per update is noise on a trainer's screen; problems still show.
-    for name in ("aiogram.event", "aiogram.dispatcher", "bot.sender", "bot.demo.runtime"):
+    for name in ("aiogram.event", "aiogram.dispatcher", "alembic", "bot.directories"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -44,8 +44,11 @@ def _announce(demo: Demo) -> None:
 async def _serve(options: DemoOptions) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    with contextlib.suppress(NotImplementedError):  # Windows has no add_signal_handler
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # Ctrl-C and `kill` end the same way: leave `run_demo`, which stops everything in order.
+    # (Explicit, because a shell starting us in the background makes SIGINT ignored.)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows has no add_signal_handler
+            loop.add_signal_handler(sig, stop.set)
     async with run_demo(options) as demo:
         _announce(demo)
         await stop.wait()

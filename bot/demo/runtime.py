@@ -30,11 +30,20 @@ from sqlmodel import SQLModel, select
 from bot.app import Services, create_bot, create_dispatcher, register_commands
 from bot.config import Settings
 from bot.demo.clock import DemoClock, next_working_morning, office_hours_start
-from bot.demo.county import BOT_NAME, BOT_USERNAME, Generated, People, generate_county, load_people
+from bot.demo.county import (
+    BOT_NAME,
+    BOT_USERNAME,
+    TARGET_COUNT,
+    Generated,
+    People,
+    generate_county,
+    load_people,
+)
 from bot.demo.web import create_web_app
 from bot.duties import load_calendar
 from bot.fakeapi import DEFAULT_TOKEN, FakeTelegram, RateLimits
 from bot.sender import Sender
+from bot.sweeper import SweepReport, sweep
 from bot.telegram import AiogramTransport
 from bot.workdays import Calendar
 from storage.db import Database, is_sqlite, upgrade
@@ -45,7 +54,6 @@ log = logging.getLogger(__name__)
 DEMO_DATABASE = "sqlite+aiosqlite:///./data/demo.sqlite3"
 GENERATED_KEY = "demo_generated"
 OFFSET_KEY = "demo_clock_offset"
-SEND_EVERY = 1.0  # seconds, as the running bot drains its outbox
 
 
 @dataclass
@@ -60,6 +68,8 @@ class DemoOptions:
     schema: Literal["migrate", "models", "ready"] = "migrate"
     timezone: str = "Asia/Shanghai"
     keep_calls: bool = False  # the fake's call log, for tests
+    start: datetime | None = None  # a fresh county's demo time; default: now, in office hours
+    targets: int = TARGET_COUNT
 
 
 @dataclass
@@ -68,6 +78,7 @@ class Advanced:
 
     before: datetime
     after: datetime
+    swept: SweepReport
     delivered: int
 
 
@@ -91,6 +102,7 @@ class Demo:
     clock_version: int = 0  # bumped whenever the clock jumps or its speed changes
     calendar_cache: Calendar = field(default_factory=Calendar)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _deliver_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _auto: asyncio.Task[None] | None = None
 
     @property
@@ -107,10 +119,15 @@ class Demo:
             self.clock.travel_to(next_working_morning(self.calendar_cache, before, self.timezone))
             await save_offset(self.db, self.clock.offset)
             self.clock_version += 1
+            swept = await self.sweep()
             delivered = await self.deliver()
             self.fake.notify_changed()
             log.info("demo clock: %s -> %s", before, self.clock.now())
-            return Advanced(before, self.clock.now(), delivered)
+            return Advanced(before, self.clock.now(), swept, delivered)
+
+    async def sweep(self) -> SweepReport:
+        """The 三单 sweep the running bot does on its schedule, now, at the demo's time."""
+        return await sweep(self.db, self.clock, self.services.settings)
 
     async def refresh_calendar(self) -> None:
         async with self.db.read() as session:
@@ -118,7 +135,8 @@ class Demo:
 
     async def deliver(self) -> int:
         """Send what the outbox holds now (the running loop does this every second too)."""
-        return await self.sender.drain()
+        async with self._deliver_lock:  # one drain at a time: the sender is not re-entrant
+            return await self.sender.drain()
 
     def set_speed(self, per_minute: float) -> None:
         """Advance automatically, `per_minute` working days per real minute (0 stops)."""
@@ -196,18 +214,21 @@ async def save_offset(db: Database, offset: timedelta) -> None:
     await _save_setting(db, OFFSET_KEY, f"{offset.total_seconds():.3f}")
 
 
-async def ensure_county(db: Database, clock: DemoClock, timezone: str) -> Generated | None:
+async def ensure_county(db: Database, clock: DemoClock, options: DemoOptions) -> Generated | None:
     """Generate the county once; a fresh county starts in office hours of a working day."""
     if await _setting(db, GENERATED_KEY) is not None:
         offset = await _setting(db, OFFSET_KEY)
         clock.offset = timedelta(seconds=float(offset or 0))
         return None
-    async with db.read() as session:
-        calendar = await load_calendar(session)
-    clock.travel_to(office_hours_start(calendar, clock.now(), timezone))
+    if options.start is not None:
+        clock.travel_to(options.start)
+    else:
+        async with db.read() as session:
+            calendar = await load_calendar(session)
+        clock.travel_to(office_hours_start(calendar, clock.now(), options.timezone))
     workdir = Path(tempfile.mkdtemp(prefix="dsr-demo-"))
     try:
-        generated = await generate_county(db, clock, workdir)
+        generated = await generate_county(db, clock, workdir, targets=options.targets)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     await save_offset(db, clock.offset)
@@ -252,7 +273,7 @@ async def run_demo(options: DemoOptions) -> AsyncIterator[Demo]:
     bot: Bot | None = None
     dispatcher: Dispatcher | None = None
     try:
-        generated = await ensure_county(db, clock, options.timezone)
+        generated = await ensure_county(db, clock, options)
         people = await load_people(db)
         fake = FakeTelegram(
             DEFAULT_TOKEN,
@@ -297,6 +318,7 @@ async def run_demo(options: DemoOptions) -> AsyncIterator[Demo]:
             )
         )
         tasks.append(asyncio.create_task(_send_forever(demo)))
+        tasks.append(asyncio.create_task(_sweep_forever(demo)))
         demo.set_speed(options.speed)
         demo.startup_seconds = time.perf_counter() - started
         yield demo
@@ -340,4 +362,13 @@ async def _send_forever(demo: Demo) -> None:
             await demo.deliver()
         except Exception:
             log.exception("demo outbox sender failed")
-        await asyncio.sleep(SEND_EVERY)
+        await asyncio.sleep(demo.services.settings.sender_idle_s)
+
+
+async def _sweep_forever(demo: Demo) -> None:
+    while True:
+        await asyncio.sleep(demo.services.settings.sweep_every_s)
+        try:
+            await demo.sweep()
+        except Exception:
+            log.exception("demo sweep failed")

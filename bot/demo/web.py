@@ -148,7 +148,16 @@ async def advance(request: web.Request) -> web.Response:
     """The page's 下一个工作日 button."""
     demo = request.app[DEMO_KEY]
     result = await demo.advance()
-    return web.json_response({"clock": clock_json(demo), "delivered": result.delivered})
+    swept = result.swept
+    return web.json_response(
+        {
+            "clock": clock_json(demo),
+            "delivered": result.delivered,
+            "reminders": swept.reminders,
+            "supervisions": swept.supervisions,
+            "accountabilities": swept.accountabilities,
+        }
+    )
 
 
 async def speed(request: web.Request) -> web.Response:

@@ -25,7 +25,10 @@ const S = {
 const $ = (id) => document.getElementById(id);
 const TZ = "Asia/Shanghai";
 const timeFmt = new Intl.DateTimeFormat("zh-CN", { timeZone: TZ, hour: "2-digit", minute: "2-digit", hour12: false });
-const dayFmt = new Intl.DateTimeFormat("zh-CN", { timeZone: TZ, year: "numeric", month: "numeric", day: "numeric", weekday: "short" });
+const DOC_ICON =
+  '<svg viewBox="0 0 24 24" width="22" height="22" aria-hidden="true"><path fill="none" stroke="#fff" stroke-width="1.8" ' +
+  'stroke-linejoin="round" d="M6 3h8l4 4v14H6z M14 3v4h4"/></svg>';
+const partsFmt = new Intl.DateTimeFormat("en-CA", { timeZone: TZ, month: "numeric", day: "numeric", weekday: "short" });
 const dateKeyFmt = new Intl.DateTimeFormat("en-CA", { timeZone: TZ, year: "numeric", month: "2-digit", day: "2-digit" });
 
 function t(key, params) {
@@ -309,7 +312,9 @@ async function advance() {
     if (!response.ok) throw new Error(await response.text());
     const data = await response.json();
     showClock(data.clock);
-    toast(t("advanced", { date: data.clock.date }));
+    const notices = data.reminders + data.supervisions + data.accountabilities;
+    const params = { date: data.clock.date, r: data.reminders, s: data.supervisions, a: data.accountabilities };
+    toast(t(notices ? "advanced_notices" : "advanced", params));
   } catch (error) {
     toast(t("failed", { error: error.message }));
   } finally {
@@ -490,7 +495,7 @@ function renderMessages(forceBottom) {
       day = key;
       const sep = document.createElement("div");
       sep.className = "day";
-      sep.textContent = dayFmt.format(new Date(m.message.date * 1000));
+      sep.textContent = dayLabel(new Date(m.message.date * 1000));
       container.append(sep);
     }
     container.append(renderMessage(m));
@@ -498,6 +503,13 @@ function renderMessages(forceBottom) {
   renderTyping();
   renderReplyKeyboard(list);
   if (forceBottom || nearBottom) container.scrollTop = container.scrollHeight;
+}
+
+function dayLabel(when) {
+  // "3月2日 周一", from the page's texts (the weekday of the demo's time zone, not the browser's).
+  const parts = Object.fromEntries(partsFmt.formatToParts(when).map((p) => [p.type, p.value]));
+  const weekday = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"].indexOf(parts.weekday) + 1;
+  return t("day", { m: Number(parts.month), d: Number(parts.day), w: t(`weekday.${weekday}`) });
 }
 
 function renderTyping() {
@@ -558,7 +570,7 @@ function renderMessage(m) {
     const d = msg.document;
     const href = `/_fake/file?file_id=${encodeURIComponent(d.file_id)}`;
     html +=
-      `<div class="doc"><div class="doc-icon">⎘</div><div><div class="doc-name">${esc(d.file_name || t("file"))}</div>` +
+      `<div class="doc"><div class="doc-icon">${DOC_ICON}</div><div><div class="doc-name">${esc(d.file_name || t("file"))}</div>` +
       `<div class="doc-size">${esc(size(d.file_size || 0))} · <a href="${href}" download="${esc(d.file_name || "file")}">${esc(t("download"))}</a></div></div></div>`;
   }
   const body = msg.text ?? msg.caption;
@@ -636,10 +648,11 @@ function renderReplyKeyboard(list) {
 // Telegram's entities (UTF-16 offsets, which is how JS indexes strings) to safe HTML.
 function renderEntities(text, entities) {
   const list = [...entities].sort((a, b) => a.offset - b.offset || b.length - a.length);
-  function build(start, end, items) {
+  function build(start, end, items, linked) {
     let out = "";
     let pos = start;
     let i = 0;
+    const plain = (s) => (linked ? esc(s) : autoLink(s));
     while (i < items.length) {
       const e = items[i];
       const eStart = Math.max(e.offset, pos);
@@ -648,15 +661,35 @@ function renderEntities(text, entities) {
       let j = i + 1;
       while (j < items.length && items[j].offset < e.offset + e.length) children.push(items[j++]);
       if (eStart < eEnd) {
-        out += esc(text.slice(pos, eStart));
-        out += wrap(e, text.slice(eStart, eEnd), build(eStart, eEnd, children));
+        out += plain(text.slice(pos, eStart));
+        const inLink = linked || LINKING.has(e.type);
+        out += wrap(e, text.slice(eStart, eEnd), build(eStart, eEnd, children, inLink));
         pos = eEnd;
       }
       i = j;
     }
-    return out + esc(text.slice(pos, end));
+    return out + plain(text.slice(pos, end));
   }
-  return build(0, text.length, list);
+  return build(0, text.length, list, false);
+}
+
+// Telegram detects commands and links in every message, the bot's included.
+const LINKING = new Set(["text_link", "url", "email", "bot_command", "mention", "code", "pre"]);
+const AUTO = /(^|[^\w/])(\/[A-Za-z0-9_]{1,32})(?![\w/])|(https?:\/\/[^\s<>"']+)/g;
+function autoLink(s) {
+  let out = "";
+  let pos = 0;
+  for (const m of s.matchAll(AUTO)) {
+    if (m[2]) {
+      const at = m.index + m[1].length;
+      out += esc(s.slice(pos, at)) + `<a class="cmd" data-cmd="${esc(m[2])}">${esc(m[2])}</a>`;
+      pos = at + m[2].length;
+    } else {
+      out += esc(s.slice(pos, m.index)) + `<a href="${esc(m[3])}" data-link="${esc(m[3])}">${esc(m[3])}</a>`;
+      pos = m.index + m[3].length;
+    }
+  }
+  return out + esc(s.slice(pos));
 }
 
 function wrap(e, raw, inner) {

@@ -1,0 +1,330 @@
+"""How fast the draw runs at county-of-a-million scale, in the database.
+
+Builds (once per run) a fresh database with 1,000,000 active 存续 targets in 5 strata (credit
+classes A–D plus the flagged stratum: abnormal list, serious-illegal list, complaints ≥ 3) and
+2,000 certified inspectors of one bureau spread over 10 stations, and one task (credit policy,
+default ratios, group size 2, 全局内随机). A new SQLite file by default, or with
+`--database-url postgresql+asyncpg://…` a throwaway database created next to the one named
+(and dropped afterwards).
+
+    .venv/bin/python -m bench.draw [--targets N] [--inspectors N] [--database-url URL] [--execute]
+
+What is timed (best of `--repeat` runs, seconds):
+
+- read_keys_s: reading the candidate keys alone (`SELECT key … ORDER BY key` with the task's
+  scope), the yardstick: no draw can be faster than reading what it draws from;
+- draw_s: the target draw: the candidate query (scope, exclusions, strata flags) plus
+  `bot.draw.draw` with an empty inspector pool (quotas, ranks, selection, record);
+- inspectors_s: the inspector pool and rotation queries plus the extra time `bot.draw.draw`
+  takes with the 2,000-inspector pool (the partial Fisher–Yates picks for every target);
+- verify_s: what anyone holding the published record does: parse its JSON and re-run
+  `bot.draw.verify` (every stratum, every rank, every pick).
+
+Information lines also give the size of the record and, with `--execute`, the whole chat
+execution in the database (inspections, seats, duties, announcements). The last line is
+machine-readable:
+
+    draw_s=N inspectors_s=N verify_s=N read_keys_s=N ratio=N
+
+with ratio = (draw_s + inspectors_s) / read_keys_s. Goals: draw_s + inspectors_s ≤ 5,
+verify_s ≤ 3, ratio ≤ 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import insert, make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel import SQLModel
+
+import storage.models  # noqa: F401  (registers every table)
+from bot import draw as dsr
+from bot import uscc
+from bot.draws import (
+    candidates,
+    commit_draw,
+    execute_draw,
+    params_for,
+    pool,
+    previous_groups,
+    read_candidate_keys,
+)
+from bot.tasks import TaskSpec, create_task, mode_of
+from storage.db import Database
+from storage.models import CheckItem, Department, Inspector, Target, Task
+
+T = TypeVar("T")
+NOW = datetime(2026, 3, 2, 1, tzinfo=UTC)
+# Shares of the five strata: most targets are low risk (as in real directories).
+STRATA = (("A", False, 0.55), ("B", False, 0.25), ("C", False, 0.1), ("D", False, 0.05))
+FLAGGED_SHARE = 0.05
+REGIONS = ("城关", "东城", "西湖", "南山", "北岭", "新区", "开发区", "滨江", "河口", "青山")
+BATCH = 20_000
+
+
+def _keys(count: int, seed: int = 20260302) -> list[str]:
+    """`count` distinct, valid USCCs (GB 32100-2015), sorted like a directory export."""
+    rng = random.Random(seed)
+    keys: set[str] = set()
+    while len(keys) < count:
+        keys.add(uscc.generate(rng))
+    return sorted(keys)
+
+
+async def _populate(db: Database, targets: int, inspectors: int) -> int:
+    """Directories and one task; returns the task id."""
+    rng = random.Random(7)
+    target_table: Any = Target.__table__  # type: ignore[attr-defined]
+    inspector_table: Any = Inspector.__table__  # type: ignore[attr-defined]
+    async with db.session() as session:
+        session.add(
+            Department(code="SJJ", name="县市场监督管理局", created_at=NOW, updated_at=NOW)
+        )
+        for n, region in enumerate(REGIONS):
+            session.add(
+                Department(
+                    code=f"SJJ-{n:02d}",
+                    name=f"{region}市场监管所",
+                    kind="所",
+                    parent_code="SJJ",
+                    created_at=NOW,
+                    updated_at=NOW,
+                )
+            )
+        session.add(
+            CheckItem(
+                code="SC001",
+                name="食品销售者检查",
+                department_code="SJJ",
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
+    keys = _keys(targets)
+    bounds: list[tuple[float, str]] = []
+    acc = 0.0
+    for cls, _flag, share in STRATA:
+        acc += share
+        bounds.append((acc, cls))
+    async with db.engine.begin() as conn:
+        rows: list[dict[str, Any]] = []
+        for n, key in enumerate(keys):
+            roll = rng.random()
+            flagged = roll >= 1 - FLAGGED_SHARE
+            cls = next((c for b, c in bounds if roll < b), "D")
+            rows.append(
+                {
+                    "key": key,
+                    "uscc": key,
+                    "name": f"企业{n}",
+                    "subject_type": "有限责任公司",
+                    "scope": "",
+                    "address": "",
+                    "region": REGIONS[n % len(REGIONS)] + "镇",
+                    "industry": "零售业",
+                    "status": "存续",
+                    "credit_class": rng.choice("ABCD") if flagged else cls,
+                    "abnormal": flagged,
+                    "serious_illegal": False,
+                    "complaints": 0,
+                    "tags": "",
+                    "active": True,
+                    "created_at": NOW,
+                    "updated_at": NOW,
+                }
+            )
+            if len(rows) == BATCH:
+                await conn.execute(insert(target_table), rows)
+                rows = []
+        if rows:
+            await conn.execute(insert(target_table), rows)
+        await conn.execute(
+            insert(inspector_table),
+            [
+                {
+                    "cert_no": f"ZF{n:06d}",
+                    "name": f"检查员{n}",
+                    "department_code": "SJJ" if n % 11 == 10 else f"SJJ-{n % 10:02d}",
+                    "unit": "",
+                    "position": "",
+                    "expertise": "食品安全" if n % 3 else "特种设备",
+                    "certified": True,
+                    "conflicts": "",
+                    "phone": "",
+                    "active": True,
+                    "created_at": NOW,
+                    "updated_at": NOW,
+                }
+                for n in range(inspectors)
+            ],
+        )
+    async with db.session() as session:
+        created = await create_task(
+            session,
+            TaskSpec(
+                name="百万对象基准任务",
+                year=2026,
+                item_codes=["SC001"],
+                department_codes=["SJJ"],
+                window_start=date(2026, 4, 1),
+                window_end=date(2026, 6, 30),
+            ),
+            actor="bench",
+            now=NOW,
+            today=date(2026, 3, 2),
+        )
+    return created.task_id
+
+
+async def _best(repeat: int, work: Callable[[], Awaitable[T]]) -> tuple[float, T]:
+    best = float("inf")
+    result: Any = None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = await work()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+async def _run(url: str, targets: int, inspectors: int, repeat: int, execute: bool) -> None:
+    db = Database(url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(SQLModel.metadata.create_all)
+        start = time.perf_counter()
+        task_id = await _populate(db, targets, inspectors)
+        print(f"populated {targets} targets and {inspectors} inspectors in "
+              f"{time.perf_counter() - start:.1f} s ({db.dialect})")
+        async with db.read() as session:
+            task = await session.get(Task, task_id)
+            assert task is not None
+            mode = mode_of(task.selection_mode)
+            items = [i for i in [await session.get(CheckItem, 1)] if i is not None]
+            params = params_for(task, items, mode)
+            seed = dsr.new_seed()
+
+            async def read_keys() -> list[str]:
+                return await read_candidate_keys(session, task)
+
+            async def target_draw() -> tuple[Any, dsr.DrawRecord]:
+                found = await candidates(session, task, mode)
+                return found, dsr.draw(found.candidates, [], params, seed_hex=seed)
+
+            async def full_draw() -> tuple[list[dsr.Inspector], dsr.DrawRecord]:
+                found = await candidates(session, task, mode)
+                t0 = time.perf_counter()
+                members = [m.entry for m in await pool(session, task, mode)]
+                previous = await previous_groups(session)
+                t1 = time.perf_counter()
+                record = dsr.draw(
+                    found.candidates, members, params, previous_groups=previous, seed_hex=seed
+                )
+                full_draw.pool_s = t1 - t0  # type: ignore[attr-defined]
+                return members, record
+
+            read_keys_s, keys = await _best(repeat, read_keys)
+            draw_s, (found, targets_only) = await _best(repeat, target_draw)
+            # The pure draw alone, with and without the pool: the difference is the inspector
+            # draw; the pool's own queries are added to it.
+            pure_targets_s, _ = await _best(
+                repeat, _sync(lambda: dsr.draw(found.candidates, [], params, seed_hex=seed))
+            )
+            _, (members, record) = await _best(1, full_draw)
+            pool_s: float = full_draw.pool_s  # type: ignore[attr-defined]
+            pure_full_s, record = await _best(
+                repeat,
+                _sync(
+                    lambda: dsr.draw(
+                        found.candidates, members, params, previous_groups={}, seed_hex=seed
+                    )
+                ),
+            )
+        inspectors_s = pool_s + max(0.0, pure_full_s - pure_targets_s)
+        published = record.to_json()
+        verify_s, problems = await _best(
+            repeat, _sync(lambda: dsr.verify(dsr.DrawRecord.from_json(published)))
+        )
+        assert problems == [], problems
+        assert len(keys) == targets and record.candidate_count == targets
+        strata = ", ".join(f"{s.name} {s.count}→{s.quota}" for s in record.strata if s.count)
+        print(f"strata: {strata}; drawn {len(record.order)}, groups {len(record.groups)}, "
+              f"skips {len(record.skips)}, shortfalls {len(record.shortfalls)}")
+        print(f"record: {len(published) / 1e6:.1f} MB JSON; pure target draw "
+              f"{pure_targets_s:.2f} s, pure full draw {pure_full_s:.2f} s, "
+              f"pool queries {pool_s:.2f} s")
+        if execute:
+            now = NOW
+            async with db.session() as session:
+                commitment = await commit_draw(session, task_id=task_id, actor="bench", now=now)
+            start = time.perf_counter()
+            async with db.session() as session:
+                done = await execute_draw(
+                    session, draw_id=commitment.draw_id, actor="bench", now=now
+                )
+            print(f"execute in the database (inspections, seats, duties, announcements): "
+                  f"{time.perf_counter() - start:.1f} s for {done.inspections} inspections")
+        ratio = (draw_s + inspectors_s) / read_keys_s
+        print(
+            f"draw_s={draw_s:.2f} inspectors_s={inspectors_s:.2f} verify_s={verify_s:.2f} "
+            f"read_keys_s={read_keys_s:.2f} ratio={ratio:.2f}"
+        )
+    finally:
+        await db.dispose()
+
+
+def _sync(work: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    async def run() -> T:
+        return work()
+
+    return run
+
+
+async def _throwaway_postgres(url: str) -> tuple[str, Callable[[], Awaitable[None]]]:
+    base = make_url(url)
+    name = f"dsr_bench_draw_{int(time.time())}"
+    admin = create_async_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    async def drop() -> None:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+    return base.set(database=name).render_as_string(hide_password=False), drop
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    if args.database_url:
+        url, drop = await _throwaway_postgres(args.database_url)
+        try:
+            await _run(url, args.targets, args.inspectors, args.repeat, args.execute)
+        finally:
+            await drop()
+        return
+    with tempfile.TemporaryDirectory(prefix="dsr-bench-draw-") as folder:
+        url = f"sqlite+aiosqlite:///{Path(folder) / 'bench.sqlite3'}"
+        await _run(url, args.targets, args.inspectors, args.repeat, args.execute)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", type=int, default=1_000_000)
+    parser.add_argument("--inspectors", type=int, default=2_000)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--database-url", default="")
+    parser.add_argument("--execute", action="store_true")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

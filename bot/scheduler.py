@@ -1,0 +1,117 @@
+"""What runs beside polling in `dsr run`: the outbox sender and the periodic jobs.
+
+APScheduler (``AsyncIOScheduler``) only wakes things up. Every job reads what is due from the
+database, which is the record, so a missed tick, a restart or a second process loses nothing:
+each job runs once at start-up (after downtime, the first sweep catches up on everything due),
+then every `every` seconds; ticks missed while one run is still going are coalesced into one.
+
+The sender is not an APScheduler job: it is one long task (``Sender.run``) that looks for due
+rows every ``sender_idle_s`` seconds, and at once when a job that may have queued messages ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
+from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
+
+from bot.sender import Sender
+
+if TYPE_CHECKING:
+    from bot.app import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    name: str
+    every: float
+    """Seconds between runs."""
+    run: Callable[[], Awaitable[object]]
+
+
+def periodic_jobs(services: Services) -> list[PeriodicJob]:
+    """The jobs of the running bot; each one only reads the database to know what is due."""
+    from bot.sweeper import sweep
+
+    settings = services.settings
+
+    async def sweep_now() -> object:
+        return await sweep(services.db, services.clock, settings)
+
+    return [PeriodicJob("sweeper", settings.sweep_every_s, sweep_now)]
+
+
+class Background:
+    """Starts the sender loop and the periodic jobs; `stop()` lets sends in flight finish."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        jobs: list[PeriodicJob],
+        *,
+        idle: float = 1.0,
+        scheduler: AsyncIOScheduler | None = None,
+    ) -> None:
+        self.sender = sender
+        self.jobs = jobs
+        self.idle = idle
+        self.scheduler = scheduler or AsyncIOScheduler(timezone=UTC)
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._sender_task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Something was queued: look at the outbox now rather than at the next idle tick."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._stop.clear()
+        self._sender_task = asyncio.create_task(
+            self.sender.run(self._stop, wake=self._wake, idle=self.idle), name="outbox-sender"
+        )
+        for job in self.jobs:
+            self.scheduler.add_job(
+                self._runner(job),
+                IntervalTrigger(seconds=job.every, timezone=UTC),
+                id=job.name,
+                name=job.name,
+                next_run_time=datetime.now(UTC),  # at once: catch up after downtime
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=None,  # a late tick still runs (once, coalesced)
+            )
+        self.scheduler.start()
+
+    def _runner(self, job: PeriodicJob) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            try:
+                await job.run()
+            except Exception:
+                log.exception("periodic job %s failed; it runs again at the next tick", job.name)
+            finally:
+                self.wake()
+
+        return run
+
+    async def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self._stop.set()
+        if self._sender_task is not None:
+            await self._sender_task
+            self._sender_task = None
+
+    async def __aenter__(self) -> Background:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()

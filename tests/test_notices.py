@@ -1,0 +1,231 @@
+"""The 三单 services without Telegram: numbering, decisions, the list per scope, the export."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from openpyxl import load_workbook
+from sqlmodel import col, select
+
+from bot.clock import FrozenClock
+from bot.config import Settings
+from bot.duties import complete_duty, day_text, load_calendar, open_duty
+from bot.notices import (
+    NoticeProblem,
+    Scope,
+    allocate_numbers,
+    decide,
+    export_notices,
+    list_pending,
+    number_label,
+    reason_buttons,
+    reason_text,
+)
+from bot.sweeper import sweep
+from storage.db import Database
+from storage.models import Notice, NoticeCounter, OutboxMessage
+from tests.test_sweeper import (
+    DEPARTMENT_GROUP,
+    LIAISON,
+    TARGET_NAME,
+    TARGET_USCC,
+    World,
+    at,
+    beijing,
+    build_world,
+    open_confirm,
+)
+
+TZ = "Asia/Shanghai"
+
+
+def test_labels() -> None:
+    assert number_label("supervision", 2026, 17) == "督〔2026〕17号"
+    assert number_label("accountability", 2027, 3) == "问〔2027〕3号"
+    assert number_label("reminder", 2026, None) is None
+    assert day_text(date(2026, 3, 4)) == "2026年3月4日（周三）"
+    assert reason_text("e", 5) == "法定时限尚未届满" and reason_text("e", 6) is None
+    assert reason_text("x", 1) is None
+    labels = [label for (label, _data), *_ in reason_buttons(7, "h")]
+    assert labels[:4] == [
+        "未按规定检查造成不良后果",
+        "未经批准未按时公示",
+        "未移送涉嫌犯罪案件",
+        "拒绝或拖延执行抽查任务",
+    ]
+    assert all(len(data.encode()) <= 64 for row in reason_buttons(10**9, "e") for _, data in row)
+
+
+async def test_numbers_are_gap_free_per_kind_and_year_under_concurrency(db: Database) -> None:
+    other = Database(db.url)
+
+    async def take(database: Database, kind: str, year: int, count: int) -> int:
+        async with database.session() as session:
+            return await allocate_numbers(session, kind, year, count)
+
+    try:
+        firsts = await asyncio.gather(
+            *(
+                take(database, "supervision", 2026, 3)
+                for database in (db, other, db, other, db, other)
+            ),
+            take(db, "supervision", 2027, 2),
+            take(other, "accountability", 2026, 1),
+        )
+    finally:
+        await other.dispose()
+    assert sorted(firsts[:6]) == [1, 4, 7, 10, 13, 16]
+    assert firsts[6:] == [1, 1]
+
+    async def rolled_back() -> None:
+        async with db.session() as session:
+            await allocate_numbers(session, "supervision", 2026, 5)
+            raise RuntimeError("the sweep failed")
+
+    with pytest.raises(RuntimeError):
+        await rolled_back()
+    async with db.read() as session:
+        counters = {(c.kind, c.year): c.last for c in await session.exec(select(NoticeCounter))}
+    assert counters == {
+        ("supervision", 2026): 18,
+        ("supervision", 2027): 2,
+        ("accountability", 2026): 1,
+    }
+
+
+async def _accountability(db: Database, clock: FrozenClock, settings: Settings) -> World:
+    world = await build_world(db, clock.now())
+    await open_confirm(db, world, clock, date(2026, 3, 4))
+    at(clock, beijing(2026, 3, 5))
+    await sweep(db, clock, settings)
+    at(clock, beijing(2026, 3, 13))
+    await sweep(db, clock, settings)
+    return world
+
+
+async def _decide(
+    db: Database, clock: FrozenClock, notice_id: int, decision: str, reason: str
+) -> None:
+    async with db.session() as session:
+        await decide(
+            session,
+            notice_id=notice_id,
+            decision=decision,
+            reason=reason,
+            typed=False,
+            actor="tg:1000",
+            now=clock.now(),
+            today=clock.now().date(),
+            calendar=await load_calendar(session),
+            tz=TZ,
+        )
+
+
+async def test_decisions_are_recorded_once(
+    db: Database, clock: FrozenClock, settings: Settings
+) -> None:
+    await _accountability(db, clock, settings)
+    async with db.read() as session:
+        notices = {n.kind: n for n in await session.exec(select(Notice))}
+    supervision, accountability = notices["supervision"], notices["accountability"]
+    assert accountability.id is not None and supervision.id is not None
+    with pytest.raises(NoticeProblem) as problem:
+        await _decide(db, clock, supervision.id, "h", "理由")
+    assert problem.value.key == "not_found"
+    with pytest.raises(NoticeProblem):
+        await _decide(db, clock, accountability.id, "e", "   ")
+    await _decide(db, clock, accountability.id, "e", "已按清单和计划履职")
+    with pytest.raises(NoticeProblem) as problem:
+        await _decide(db, clock, accountability.id, "h", "改主意")
+    assert problem.value.key == "already_decided"
+    async with db.read() as session:
+        decided = await session.get(Notice, accountability.id)
+        told = list(
+            await session.exec(
+                select(OutboxMessage).where(col(OutboxMessage.idem_key).startswith("notice:dec"))
+            )
+        )
+    assert decided is not None and (decided.decision, decided.status) == ("免责", "decided")
+    assert {m.chat_id for m in told} == {LIAISON, DEPARTMENT_GROUP}
+
+
+async def test_pending_list_per_scope(db: Database, clock: FrozenClock, settings: Settings) -> None:
+    world = await _accountability(db, clock, settings)
+    async with db.session() as session:
+        await open_duty(
+            session,
+            kind="review",
+            subject="inspection:99",
+            deadline=date(2026, 3, 16),
+            responsible_role="liaison",
+            department_code="SWJ",
+            now=clock.now(),
+        )
+    at(clock, beijing(2026, 3, 13, 10))
+    await sweep(db, clock, settings)  # 3 working days before 16 March: a reminder for SWJ
+
+    async def pending(scope: Scope) -> list[tuple[str, str]]:
+        async with db.read() as session:
+            found = await list_pending(
+                session,
+                scope,
+                calendar=await load_calendar(session),
+                today=date(2026, 3, 13),
+                tz=TZ,
+            )
+        return [(item.notice.kind, item.duty.department_code) for item in found.items]
+
+    assert await pending(Scope(everything=True)) == [
+        ("reminder", "SWJ"),
+        ("accountability", "SJJ"),
+    ]
+    assert await pending(Scope(departments=("SWJ",))) == [("reminder", "SWJ")]
+    assert await pending(Scope(inspector_ids=(world.zhang,))) == [("accountability", "SJJ")]
+    assert await pending(Scope(inspector_ids=(world.li,))) == []
+    assert await pending(Scope()) == []
+
+
+async def test_export_lists_every_notice_with_its_state(
+    db: Database, clock: FrozenClock, settings: Settings, tmp_path: Path
+) -> None:
+    world = await _accountability(db, clock, settings)
+    async with db.read() as session:
+        accountability = (
+            await session.exec(select(Notice).where(Notice.kind == "accountability"))
+        ).one()
+    assert accountability.id is not None
+    await _decide(db, clock, accountability.id, "h", "拒绝或拖延执行抽查任务")
+    async with db.session() as session:
+        await complete_duty(
+            session,
+            kind="confirm",
+            subject=f"assignment:{world.assignment_zhang}",
+            now=clock.now(),
+            today=date(2026, 3, 13),
+        )
+    out = tmp_path / "ledger.xlsx"
+    async with db.read() as session:
+        count = await export_notices(
+            session, out, calendar=await load_calendar(session), today=date(2026, 3, 13), tz=TZ
+        )
+        pending = await export_notices(
+            session,
+            tmp_path / "pending.xlsx",
+            calendar=await load_calendar(session),
+            today=date(2026, 3, 13),
+            tz=TZ,
+            pending_only=True,
+        )
+    assert (count, pending) == (2, 0)
+    sheet = load_workbook(BytesIO(out.read_bytes())).worksheets[0]
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[0][:4] == ("编号", "类型", "状态", "部门")
+    supervision, accountability_row = rows[1], rows[2]
+    assert supervision[:3] == ("督〔2026〕1号", "怠政督办单", "逾期办结")
+    assert accountability_row[:3] == ("问〔2026〕1号", "失职问责单", "已决定")
+    assert accountability_row[5:7] == (TARGET_NAME, TARGET_USCC)
+    assert accountability_row[13:15] == ("问责", "拒绝或拖延执行抽查任务")
