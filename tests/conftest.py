@@ -3,6 +3,7 @@ TEST_DATABASE_URL / DATABASE_URL says so), a frozen clock, settings."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import create_engine
 from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -19,12 +21,18 @@ from sqlmodel import SQLModel
 import storage.models  # noqa: F401  (registers every table)
 from bot.clock import FrozenClock
 from bot.config import Settings
-from storage.db import Database
+from storage.db import Database, alembic_config
 from tests.harness import OFFICE, Harness, running
 
 DATA = Path(__file__).parent / "data"
 _MIGRATED: set[str] = set()
 _TEMPLATE_DIR = tempfile.mkdtemp(prefix="dsr-test-template-")
+
+
+def _stamp_head(url: str) -> None:
+    """The schema came from the models; tell Alembic it is current, so `dsr` commands that
+    migrate on start (tests call them too) find nothing to do."""
+    command.stamp(alembic_config(url), "head")
 
 
 def _sqlite_template() -> Path:
@@ -34,6 +42,7 @@ def _sqlite_template() -> Path:
         engine = create_engine(f"sqlite:///{path}")
         SQLModel.metadata.create_all(engine)
         engine.dispose()
+        _stamp_head(f"sqlite+aiosqlite:///{path}")
     return path
 
 
@@ -64,6 +73,7 @@ async def _create_postgres_schema(url: str) -> None:
         await conn.execute(sql("CREATE SCHEMA public"))
         await conn.run_sync(SQLModel.metadata.create_all)
     await engine.dispose()
+    await asyncio.to_thread(_stamp_head, url)
 
 
 async def _reset_postgres(url: str) -> None:
