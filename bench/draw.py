@@ -86,9 +86,7 @@ async def _populate(db: Database, targets: int, inspectors: int) -> int:
     target_table: Any = Target.__table__  # type: ignore[attr-defined]
     inspector_table: Any = Inspector.__table__  # type: ignore[attr-defined]
     async with db.session() as session:
-        session.add(
-            Department(code="SJJ", name="县市场监督管理局", created_at=NOW, updated_at=NOW)
-        )
+        session.add(Department(code="SJJ", name="县市场监督管理局", created_at=NOW, updated_at=NOW))
         for n, region in enumerate(REGIONS):
             session.add(
                 Department(
@@ -202,8 +200,10 @@ async def _run(url: str, targets: int, inspectors: int, repeat: int, execute: bo
             await conn.run_sync(SQLModel.metadata.create_all)
         start = time.perf_counter()
         task_id = await _populate(db, targets, inspectors)
-        print(f"populated {targets} targets and {inspectors} inspectors in "
-              f"{time.perf_counter() - start:.1f} s ({db.dialect})")
+        print(
+            f"populated {targets} targets and {inspectors} inspectors in "
+            f"{time.perf_counter() - start:.1f} s ({db.dialect})"
+        )
         async with db.read() as session:
             task = await session.get(Task, task_id)
             assert task is not None
@@ -215,38 +215,25 @@ async def _run(url: str, targets: int, inspectors: int, repeat: int, execute: bo
             async def read_keys() -> list[str]:
                 return await read_candidate_keys(session, task)
 
-            async def target_draw() -> tuple[Any, dsr.DrawRecord]:
+            async def target_draw() -> list[dsr.Candidate]:
                 found = await candidates(session, task, mode)
-                return found, dsr.draw(found.candidates, [], params, seed_hex=seed)
+                dsr.draw(found.candidates, [], params, seed_hex=seed)
+                return found.candidates
 
-            async def full_draw() -> tuple[list[dsr.Inspector], dsr.DrawRecord]:
-                found = await candidates(session, task, mode)
-                t0 = time.perf_counter()
+            async def pool_queries() -> list[dsr.Inspector]:
                 members = [m.entry for m in await pool(session, task, mode)]
-                previous = await previous_groups(session)
-                t1 = time.perf_counter()
-                record = dsr.draw(
-                    found.candidates, members, params, previous_groups=previous, seed_hex=seed
-                )
-                full_draw.pool_s = t1 - t0  # type: ignore[attr-defined]
-                return members, record
+                await previous_groups(session)
+                return members
 
             read_keys_s, keys = await _best(repeat, read_keys)
-            draw_s, (found, targets_only) = await _best(repeat, target_draw)
-            # The pure draw alone, with and without the pool: the difference is the inspector
-            # draw; the pool's own queries are added to it.
+            draw_s, found = await _best(repeat, target_draw)
+            pool_s, members = await _best(repeat, pool_queries)
+            # The pure draw with and without the pool: the difference is the inspector draw.
             pure_targets_s, _ = await _best(
-                repeat, _sync(lambda: dsr.draw(found.candidates, [], params, seed_hex=seed))
+                repeat, _sync(lambda: dsr.draw(found, [], params, seed_hex=seed))
             )
-            _, (members, record) = await _best(1, full_draw)
-            pool_s: float = full_draw.pool_s  # type: ignore[attr-defined]
             pure_full_s, record = await _best(
-                repeat,
-                _sync(
-                    lambda: dsr.draw(
-                        found.candidates, members, params, previous_groups={}, seed_hex=seed
-                    )
-                ),
+                repeat, _sync(lambda: dsr.draw(found, members, params, seed_hex=seed))
             )
         inspectors_s = pool_s + max(0.0, pure_full_s - pure_targets_s)
         published = record.to_json()
@@ -256,11 +243,15 @@ async def _run(url: str, targets: int, inspectors: int, repeat: int, execute: bo
         assert problems == [], problems
         assert len(keys) == targets and record.candidate_count == targets
         strata = ", ".join(f"{s.name} {s.count}→{s.quota}" for s in record.strata if s.count)
-        print(f"strata: {strata}; drawn {len(record.order)}, groups {len(record.groups)}, "
-              f"skips {len(record.skips)}, shortfalls {len(record.shortfalls)}")
-        print(f"record: {len(published) / 1e6:.1f} MB JSON; pure target draw "
-              f"{pure_targets_s:.2f} s, pure full draw {pure_full_s:.2f} s, "
-              f"pool queries {pool_s:.2f} s")
+        print(
+            f"strata: {strata}; drawn {len(record.order)}, groups {len(record.groups)}, "
+            f"skips {len(record.skips)}, shortfalls {len(record.shortfalls)}"
+        )
+        print(
+            f"record: {len(published) / 1e6:.1f} MB JSON; pure target draw "
+            f"{pure_targets_s:.2f} s, pure full draw {pure_full_s:.2f} s, "
+            f"pool queries {pool_s:.2f} s"
+        )
         if execute:
             now = NOW
             async with db.session() as session:
@@ -270,8 +261,10 @@ async def _run(url: str, targets: int, inspectors: int, repeat: int, execute: bo
                 done = await execute_draw(
                     session, draw_id=commitment.draw_id, actor="bench", now=now
                 )
-            print(f"execute in the database (inspections, seats, duties, announcements): "
-                  f"{time.perf_counter() - start:.1f} s for {done.inspections} inspections")
+            print(
+                f"execute in the database (inspections, seats, duties, announcements): "
+                f"{time.perf_counter() - start:.1f} s for {done.inspections} inspections"
+            )
         ratio = (draw_s + inspectors_s) / read_keys_s
         print(
             f"draw_s={draw_s:.2f} inspectors_s={inspectors_s:.2f} verify_s={verify_s:.2f} "

@@ -809,6 +809,16 @@ class Execution:
     pool_size: int = 0
 
 
+async def draw_state(session: AsyncSession, *, draw_id: int) -> DrawProblem | None:
+    """None while the draw waits for execution; otherwise why its buttons no longer act."""
+    draw = await session.get(Draw, draw_id)
+    if draw is None:
+        return DrawProblem("unknown_draw", draw_id=draw_id)
+    if draw.status != DrawStatus.COMMITTED:
+        return DrawProblem(f"status_{draw.status}", draw_id=draw_id)
+    return None
+
+
 async def _claim(session: AsyncSession, draw_id: int, *, now: datetime) -> Draw:
     """Committed -> executed exactly once, even with two presses or two processes."""
     result = await session.exec(

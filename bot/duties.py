@@ -35,6 +35,13 @@ def day_text(day: date) -> str:
     return text("notice.day", year=day.year, month=day.month, day=day.day, weekday=weekday)
 
 
+def deadline_text(calendar: Calendar, today: date, day: date) -> str:
+    """A deadline as people read it, for any feature that shows one: with the note that it is
+    estimated when it relies on a year whose holidays are not loaded yet (DOMAIN §7)."""
+    estimated = calendar.estimated_between(today, day)
+    return day_text(day) + (text("notice.estimated") if estimated else "")
+
+
 async def load_calendar(session: AsyncSession) -> Calendar:
     """The official calendar plus whatever the office loaded (`dsr calendar load`)."""
     rows = await session.exec(select(col(Holiday.day), col(Holiday.working)))
@@ -124,7 +131,16 @@ async def complete_duty(
 
 
 async def cancel_duties(session: AsyncSession, *, inspection_id: int, now: datetime) -> None:
-    """The inspection went away (its draw was voided): nothing is owed any more."""
+    """The inspection went away (its draw was voided): nothing is owed any more, and the open
+    notices of its duties are withdrawn."""
+    open_duties = select(Duty.id).where(
+        col(Duty.inspection_id) == inspection_id, col(Duty.status) == DutyStatus.OPEN
+    )
+    await session.exec(
+        update(Notice)
+        .where(col(Notice.duty_id).in_(open_duties), col(Notice.status) == "open")
+        .values(status="cancelled", closed_at=now)
+    )
     await session.exec(
         update(Duty)
         .where(col(Duty.inspection_id) == inspection_id, col(Duty.status) == DutyStatus.OPEN)

@@ -48,6 +48,7 @@ from storage.models import (
     ChatBinding,
     Department,
     Duty,
+    DutyStatus,
     Inspection,
     InspectionItem,
     Inspector,
@@ -176,6 +177,7 @@ class DutyView:
     label: str
     department_code: str
     department: str
+    responsible_role: str
     responsible: tuple[str, ...]
     deadline: date
     deadline_text: str
@@ -339,6 +341,7 @@ def duty_view(
         label=duty_label(duty.kind),
         department_code=duty.department_code,
         department=people.departments.get(duty.department_code, duty.department_code),
+        responsible_role=duty.responsible_role,
         responsible=responsible,
         deadline=duty.deadline,
         deadline_text=day_text(duty.deadline),
@@ -752,11 +755,14 @@ LIST_LIMIT = 20
 
 
 def _pending() -> Any:
-    """Open notices, and 失职问责单 still waiting for the office's decision (even when the duty
-    was done late in the meantime)."""
+    """Open notices of open duties, and 失职问责单 still waiting for the office's decision (even
+    when the duty was done late in the meantime), unless the duty was cancelled. Read from the
+    duty too, so a duty another feature closes without ``complete_duty`` drops off the list."""
     return or_(
-        col(Notice.status) == "open",
-        (col(Notice.kind) == ACCOUNTABILITY) & col(Notice.decision).is_(None),
+        (col(Notice.status) == "open") & (col(Duty.status) == DutyStatus.OPEN),
+        (col(Notice.kind) == ACCOUNTABILITY)
+        & col(Notice.decision).is_(None)
+        & (col(Duty.status) != DutyStatus.CANCELLED),
     )
 
 

@@ -66,7 +66,7 @@ BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0
 FREE_THROTTLES = 10
 """429s on one row that do not count as attempts; after that each one does."""
-FLUSH_EVERY = 0.05
+FLUSH_EVERY = 0.1
 """Seconds between writes of results: widens the sent-but-not-recorded window by as much."""
 MAX_INLINE_WAIT = 10.0
 """A longer retry_after releases the chat's rows to the database instead of holding them."""

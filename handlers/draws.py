@@ -16,6 +16,7 @@ from bot.draws import (
     abandon_draw,
     commit_draw,
     commitment_buttons,
+    draw_state,
     execute_draw,
     merge_draw,
     send_department_list,
@@ -113,27 +114,17 @@ async def run_or_drop(
     """执行抽取 (step 2: reveal the seed, draw, announce) or 放弃 a committed draw."""
     actor = f"tg:{identity.tg_user_id}"
     in_office = False
-    if isinstance(callback.message, Message) and callback.message.chat.type != "private":
-        async with services.db.read() as session:
+    async with services.db.read() as session:
+        if isinstance(callback.message, Message) and callback.message.chat.type != "private":
             binding = await binding_of(session, callback.message.chat.id)
-        in_office = binding is not None and binding.kind == "office"
-    try:
-        async with services.db.session() as session:
-            if callback_data.act == "run":
-                execution = await execute_draw(
-                    session,
-                    draw_id=callback_data.draw_id,
-                    actor=actor,
-                    now=services.clock.now(),
-                    detail_chat=identity.tg_user_id,
-                    tz=services.settings.timezone,
-                    office_admins=services.settings.office_admins,
-                )
-                body = render(
-                    "draws/drifted.j2" if execution.drifted else "draws/executed_short.j2",
-                    e=execution,
-                )
-            else:
+            in_office = binding is not None and binding.kind == "office"
+        state = await draw_state(session, draw_id=callback_data.draw_id)
+    if state is not None:
+        await callback.answer(state.message(), show_alert=True)
+        return
+    if callback_data.act == "drop":
+        try:
+            async with services.db.session() as session:
                 dropped = await abandon_draw(
                     session,
                     draw_id=callback_data.draw_id,
@@ -141,12 +132,31 @@ async def run_or_drop(
                     now=services.clock.now(),
                     announce=not in_office,
                 )
-                body = render("draws/abandoned.j2", a=dropped)
-    except DrawProblem as problem:
-        await callback.answer(problem.message(), show_alert=True)
+        except DrawProblem as problem:
+            await callback.answer(problem.message(), show_alert=True)
+            return
+        await _edit(callback, render("draws/abandoned.j2", a=dropped))
+        await callback.answer()
         return
-    await _edit(callback, body)
-    await callback.answer()
+    # A big draw takes seconds (and its announcements more): answer the press at once.
+    await callback.answer(text("draw.answer.executing"))
+    try:
+        async with services.db.session() as session:
+            execution = await execute_draw(
+                session,
+                draw_id=callback_data.draw_id,
+                actor=actor,
+                now=services.clock.now(),
+                detail_chat=identity.tg_user_id,
+                tz=services.settings.timezone,
+                office_admins=services.settings.office_admins,
+            )
+    except DrawProblem as problem:  # the other button, or another office member, was faster
+        if isinstance(callback.message, Message):
+            await callback.message.answer(problem.message())
+        return
+    template = "draws/drifted.j2" if execution.drifted else "draws/executed_short.j2"
+    await _edit(callback, render(template, e=execution))
 
 
 async def department_list(

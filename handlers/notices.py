@@ -131,10 +131,11 @@ async def notices_list(message: Message, identity: Identity, services: Services)
             ]
             for item in waiting[:SHOW_LIMIT]
         ]
+    items = [Listed(i.notice, i.duty.public()) for i in found.items] if group else found.items
     await message.answer(
         render(
             "notices/list.j2",
-            items=found.items,
+            items=items,
             counts=found.counts,
             undecided=found.undecided,
             total=found.total,
@@ -292,7 +293,10 @@ async def ask_reason(
                 number=listed.notice.number,
                 decision=DECISION_WORDS[callback_data.decision],
             ),
-            reply_markup=ForceReply(selective=True),
+            # Not selective: nobody is mentioned and the card is not a reply, so a selective
+            # ForceReply would open the reply field for no one.
+            # https://core.telegram.org/bots/api#forcereply
+            reply_markup=ForceReply(),
         )
     await callback.answer(text("notice.answer.type_reason"))
 

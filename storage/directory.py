@@ -594,7 +594,7 @@ class _Store:
         self.clear_sql = f"TRUNCATE {STAGE}" if self.postgres else self._sql(delete(self.stage))
         self.key = stage[key]
 
-        self.order = operator.itemgetter(*self.names)
+        self.order = operator.itemgetter("n", *self.names)
         processors = {c.name: _processor(c, self.dialect) for c in table.columns}
         self.constants = {
             name: (processors.get(name) or _same)(value) for name, value in constants.items()
@@ -611,9 +611,11 @@ class _Store:
         return str(statement.compile(dialect=self.dialect))
 
     def row(self, number: int, values: dict[str, Any]) -> tuple[Any, ...]:
+        """`values` as the stage takes them: row number first, then the table's columns."""
         for name, process in self.per_row:
             values[name] = process(values[name])
-        return (number, *self.order(values))
+        values["n"] = number
+        return cast(tuple[Any, ...], self.order(values))
 
     async def open(self) -> None:
         if not self.postgres:
@@ -786,15 +788,17 @@ async def _run_import(
                 first[key] = number
                 staged.append(store.row(number, values))
         existing = await store.stage_batch(staged)
-        for number, values in batch:
-            key = values[key_field]
-            if existing.get(key, -1) == import_id or first[key] != number:
-                reject(number, key_header, key, RowError("duplicate_key"))
-                outcome.rejected_rows += 1
-        # Keys an earlier batch of this import already wrote stay as that batch left them.
-        again = [key for key in first if existing.get(key, -1) == import_id]
-        if again:
-            await store.unstage(again)
+        again: list[str] = []
+        if existing or len(staged) < len(batch):  # else every row is new and first of its key
+            for number, values in batch:
+                key = values[key_field]
+                if existing.get(key, -1) == import_id or first[key] != number:
+                    reject(number, key_header, key, RowError("duplicate_key"))
+                    outcome.rejected_rows += 1
+            # Keys an earlier batch of this import wrote stay as that batch left them.
+            again = [key for key in first if existing.get(key, -1) == import_id]
+            if again:
+                await store.unstage(again)
         created = sum(1 for key in first if key not in existing)
         outcome.created += created
         outcome.updated += len(first) - len(again) - created

@@ -160,11 +160,12 @@ async def build_world(
         session.add(inspector)
         world.inspectors.append(inspector)
     if groups:
-        for chat, kind, dept in (
+        bindings: list[tuple[int, str, str | None]] = [
             (OFFICE_CHAT, "office", None),
             (SJJ_CHAT, "department", "SJJ"),
             (SWJ_CHAT, "department", "SWJ"),
-        ):
+        ]
+        for chat, kind, dept in bindings:
             session.add(
                 ChatBinding(chat_id=chat, kind=kind, department_code=dept, bound_by=1, bound_at=now)
             )

@@ -13,7 +13,7 @@ from sqlmodel import col, select
 
 from bot.clock import FrozenClock
 from bot.config import Settings
-from bot.duties import complete_duty, day_text, load_calendar, open_duty
+from bot.duties import complete_duty, day_text, deadline_text, load_calendar, open_duty
 from bot.notices import (
     NoticeProblem,
     Scope,
@@ -26,6 +26,7 @@ from bot.notices import (
     reason_text,
 )
 from bot.sweeper import sweep
+from bot.workdays import Calendar
 from storage.db import Database
 from storage.models import Notice, NoticeCounter, OutboxMessage
 from tests.test_sweeper import (
@@ -48,6 +49,9 @@ def test_labels() -> None:
     assert number_label("accountability", 2027, 3) == "问〔2027〕3号"
     assert number_label("reminder", 2026, None) is None
     assert day_text(date(2026, 3, 4)) == "2026年3月4日（周三）"
+    calendar = Calendar()
+    assert deadline_text(calendar, date(2026, 3, 2), date(2026, 3, 4)) == "2026年3月4日（周三）"
+    assert "暂按双休日估算" in deadline_text(calendar, date(2026, 12, 30), date(2027, 1, 5))
     assert reason_text("e", 5) == "法定时限尚未届满" and reason_text("e", 6) is None
     assert reason_text("x", 1) is None
     labels = [label for (label, _data), *_ in reason_buttons(7, "h")]

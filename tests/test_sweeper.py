@@ -624,3 +624,30 @@ async def test_a_bad_holiday_file_changes_nothing(db: Database, clock: FrozenClo
     assert [(e.row, e.reason) for e in report.errors] == [(3, "date_invalid"), (4, "type_invalid")]
     async with db.read() as session:
         assert (await load_calendar(session)).known_until() == date(2026, 12, 31)
+
+
+async def test_a_voided_inspection_withdraws_its_notices(
+    db: Database, clock: FrozenClock, settings: Settings
+) -> None:
+    from bot.duties import cancel_duties
+    from bot.notices import Scope, list_pending
+
+    world = await build_world(db, clock.now())
+    await open_confirm(db, world, clock, date(2026, 3, 4))
+    at(clock, beijing(2026, 3, 5, 9))
+    assert (await sweep(db, clock, settings)).supervisions == 1
+    async with db.session() as session:
+        await cancel_duties(session, inspection_id=world.inspection_id, now=clock.now())
+    (notice,) = await notices(db)
+    assert notice.status == "cancelled"
+    at(clock, beijing(2026, 3, 20, 9))
+    assert (await sweep(db, clock, settings)).due == 0
+    async with db.read() as session:
+        found = await list_pending(
+            session,
+            Scope(everything=True),
+            calendar=await load_calendar(session),
+            today=date(2026, 3, 20),
+            tz="Asia/Shanghai",
+        )
+    assert found.items == [] and found.total == 0

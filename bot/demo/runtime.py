@@ -129,6 +129,11 @@ class Demo:
         """The 三单 sweep the running bot does on its schedule, now, at the demo's time."""
         return await sweep(self.db, self.clock, self.services.settings)
 
+    async def settled(self, within: float = 10.0) -> bool:
+        """True once the bot has handled every update sent so far: polling handles updates one
+        at a time and confirms them with its next getUpdates, after the handler returned."""
+        return await self.fake.wait_until(lambda: not self.fake.pending_updates(), within)
+
     async def refresh_calendar(self) -> None:
         async with self.db.read() as session:
             self.calendar_cache = await load_calendar(session)
@@ -314,7 +319,11 @@ async def run_demo(options: DemoOptions) -> AsyncIterator[Demo]:
         await register_commands(bot)
         tasks.append(
             asyncio.create_task(
-                dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)
+                # One update at a time, in order: a trainer clicking the moment a message
+                # changes must meet the state a slower click would (see Demo.settled).
+                dispatcher.start_polling(
+                    bot, handle_signals=False, close_bot_session=False, handle_as_tasks=False
+                )
             )
         )
         tasks.append(asyncio.create_task(_send_forever(demo)))

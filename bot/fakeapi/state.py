@@ -839,7 +839,9 @@ class FakeTelegram:
         in Telegram's order (https://core.telegram.org/bots/api#determining-list-of-commands)."""
         chat = self.chat(chat_id)
         user = self.users.get(user_id)
-        languages = [user.language_code, ""] if user and user.language_code else [""]
+        # Lists are kept per two-letter language code; users carry IETF tags (zh-hans).
+        language = (user.language_code or "")[:2].lower() if user else ""
+        languages = [language, ""] if language else [""]
         if chat.type == "private":
             scopes: list[JSON] = [
                 {"type": "chat", "chat_id": chat_id},
