@@ -37,7 +37,7 @@ import asyncio
 import random
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -215,7 +215,7 @@ async def _run(url: str, targets: int, inspectors: int, repeat: int, execute: bo
             async def read_keys() -> list[str]:
                 return await read_candidate_keys(session, task)
 
-            async def target_draw() -> list[dsr.Candidate]:
+            async def target_draw() -> Sequence[dsr.Candidate]:
                 found = await candidates(session, task, mode)
                 dsr.draw(found.candidates, [], params, seed_hex=seed)
                 return found.candidates

@@ -40,8 +40,20 @@ PRIVATE_COMMANDS = (
     "verify",
     "merge",
 )
-GROUP_COMMANDS = ("help", "me", "bind", "notices", "import", "invite")
-GROUP_COMMANDS += ("tasks", "draw", "void", "verify", "merge")  # issue 3
+GROUP_COMMANDS = (
+    "help",
+    "me",
+    "bind",
+    "notices",
+    "import",
+    "invite",
+    # issue 3
+    "tasks",
+    "draw",
+    "void",
+    "verify",
+    "merge",
+)
 
 
 @dataclass

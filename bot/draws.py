@@ -10,6 +10,7 @@ work does, so an execution and its announcements land together or not at all.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import hashlib
@@ -22,14 +23,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, or_
+from sqlalchemy import case, literal, or_
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import draw as dsr
 from bot.assignments import announce_assignments
+from bot.dossier import DEFAULT_TIMEZONE
 from bot.draw import Candidate, DrawParams, DrawRecord, Mode, Policy
 from bot.duties import cancel_duties, open_duty
 from bot.outbox import Keyboard, enqueue
@@ -245,8 +247,17 @@ def region_key(region: str, stems: Sequence[str]) -> str:
 
 @dataclass
 class CandidateSet:
-    candidates: list[Candidate]
+    """The draw's candidates in `Candidate` field order (key, class, flagged, region).
+
+    In the common case they are the driver's rows themselves, not `Candidate` objects: a
+    million named tuples cost a second; the pure draw only indexes them. Read them by index.
+    """
+
+    candidates: Sequence[Candidate]
     excluded: Counter[str]
+
+    def keys(self) -> Iterator[str]:
+        return (c[0] for c in self.candidates)
 
 
 def _scope(columns: Sequence[Any], task: Task) -> Any:
@@ -302,36 +313,36 @@ async def candidates(session: AsyncSession, task: Task, mode: Mode) -> Candidate
                 col(Target.serious_illegal).is_(True),
                 col(Target.complaints) >= task.flag_threshold,
             ),
-            1,
+            True,
         ),
-        else_=0,
+        else_=False,
     )
-    columns: list[Any] = [Target.key, Target.credit_class, flagged]
     cross = mode is Mode.CROSS_REGION
-    tags = list(task.filters.get("tags") or [])
-    if cross:
-        columns.append(Target.region)
+    tags = set(task.filters.get("tags") or [])
+    columns: list[Any] = [Target.key, Target.credit_class, flagged]
+    columns.append(Target.region if cross else literal(""))
     if tags:
         columns.append(Target.tags)
     stems = await _station_stems(session, task) if cross else []
     counter: Counter[str] = Counter()
     with paused_gc():
         rows = await fetch_rows(session, _scope(columns, task))
-        if not cross and not tags and not excluded:
-            # The common case, a million times: no per-row branching beyond the flag.
-            return CandidateSet([Candidate(k, c, f == 1) for k, c, f in rows], counter)
-        out: list[Candidate] = []
-        wanted = set(tags)
+        if not excluded and not cross and not tags:
+            # The common case: the rows are already (key, class, flagged, ""), a million times.
+            return CandidateSet(cast(Sequence[Candidate], rows), counter)
+        out: list[Any] = []
         for row in rows:
             key = row[0]
             why = excluded.get(key)
             if why is not None:
                 counter[why] += 1
+            elif tags and not (_split(row[4]) & tags):
                 continue
-            if tags and not (_split(row[-1]) & wanted):
-                continue
-            region = region_key(row[3], stems) if cross else ""
-            out.append(Candidate(key, row[1], row[2] == 1, region))
+            elif cross or tags:
+                region = region_key(row[3], stems) if cross else ""
+                out.append(Candidate(key, row[1], bool(row[2]), region))
+            else:
+                out.append(row)
     return CandidateSet(out, counter)
 
 
@@ -465,8 +476,11 @@ async def previous_groups(session: AsyncSession) -> dict[str, tuple[str, ...]]:
 # --- small lookups -----------------------------------------------------------------------------
 
 
+MAX_ID = 2**31 - 1  # PostgreSQL integer keys: a bigger number typed or forged is unknown
+
+
 async def _task(session: AsyncSession, task_id: int) -> Task:
-    task = await session.get(Task, task_id)
+    task = await session.get(Task, task_id) if 0 < task_id <= MAX_ID else None
     if task is None:
         raise DrawProblem("unknown_task", task_id=task_id)
     return task
@@ -474,10 +488,14 @@ async def _task(session: AsyncSession, task_id: int) -> Task:
 
 async def _draw(session: AsyncSession, draw_id: int) -> Draw:
     found = (
-        await session.exec(
-            select(Draw).where(Draw.id == draw_id).execution_options(populate_existing=True)
-        )
-    ).first()
+        (
+            await session.exec(
+                select(Draw).where(Draw.id == draw_id).execution_options(populate_existing=True)
+            )
+        ).first()
+        if 0 < draw_id <= MAX_ID
+        else None
+    )
     if found is None:
         raise DrawProblem("unknown_draw", draw_id=draw_id)
     return found
@@ -614,7 +632,11 @@ class Commitment:
 
 def _strata_preview(cands: Sequence[Candidate], params: DrawParams) -> list[StratumLine]:
     ratios = dsr.stratum_ratios(params)
-    counts: Counter[str] = Counter(dsr.stratum_of(c, params.policy) for c in cands)
+    # Count (class, flag) pairs first: a handful of distinct pairs, each mapped once.
+    pairs: Counter[tuple[str, bool]] = Counter((c[1], bool(c[2])) for c in cands)
+    counts: Counter[str] = Counter()
+    for (cls, flag), n in pairs.items():
+        counts[dsr.stratum_of(Candidate("", cls, flag), params.policy)] += n
     return [
         StratumLine(name, stratum_label(name), percent(r), counts[name], dsr.quota(counts[name], r))
         for name, r in ratios.items()
@@ -675,7 +697,7 @@ async def commit_draw(
         )
     seed = dsr.new_seed()
     strata = _strata_preview(cands.candidates, params)
-    digest = dsr.keys_digest(c.key for c in cands.candidates)
+    digest = dsr.keys_digest(cands.keys())
     pdigest = pool_digest(m.entry for m in members)
     warnings: list[str] = []
     if params.policy is Policy.FLAT and params.flat_ratio is not None:
@@ -811,7 +833,7 @@ class Execution:
 
 async def draw_state(session: AsyncSession, *, draw_id: int) -> DrawProblem | None:
     """None while the draw waits for execution; otherwise why its buttons no longer act."""
-    draw = await session.get(Draw, draw_id)
+    draw = await session.get(Draw, draw_id) if 0 < draw_id <= MAX_ID else None
     if draw is None:
         return DrawProblem("unknown_draw", draw_id=draw_id)
     if draw.status != DrawStatus.COMMITTED:
@@ -821,6 +843,7 @@ async def draw_state(session: AsyncSession, *, draw_id: int) -> DrawProblem | No
 
 async def _claim(session: AsyncSession, draw_id: int, *, now: datetime) -> Draw:
     """Committed -> executed exactly once, even with two presses or two processes."""
+    await _draw(session, draw_id)  # unknown (or absurd) ids end here
     result = await session.exec(
         update(Draw)
         .where(col(Draw.id) == draw_id, col(Draw.status) == DrawStatus.COMMITTED)
@@ -839,7 +862,7 @@ async def execute_draw(
     actor: str,
     now: datetime,
     detail_chat: int | None = None,
-    tz: str = "Asia/Shanghai",
+    tz: str = DEFAULT_TIMEZONE,
     office_admins: Sequence[int] = (),
 ) -> Execution:
     """Step 2: reveal the seed, draw, create inspections, seats and duties, merge, announce."""
@@ -852,7 +875,7 @@ async def execute_draw(
     params = params_for(task, items, mode)
     cands = await candidates(session, task, mode)
     members = await pool(session, task, mode)
-    digest = dsr.keys_digest(c.key for c in cands.candidates)
+    digest = dsr.keys_digest(cands.keys())
     pdigest = pool_digest(m.entry for m in members)
     if digest != draw.candidate_digest or pdigest != draw.announced.get("pool_digest"):
         # The commitment promised these candidates and this pool; a different set would make
@@ -885,11 +908,15 @@ async def execute_draw(
             )
         return view
 
-    rec = dsr.draw(
+    previous = await previous_groups(session)
+    # Seconds of pure computation for a big draw: off the event loop, so the bot keeps
+    # answering others meanwhile.
+    rec = await asyncio.to_thread(
+        dsr.draw,
         cands.candidates,
         [m.entry for m in members],
         params,
-        previous_groups=await previous_groups(session),
+        previous_groups=previous,
         seed_hex=draw.seed_hex,
     )
     draw.record = json.loads(rec.to_json())
@@ -1265,7 +1292,7 @@ async def merge_draw(
     draw_id: int,
     actor: str,
     now: datetime,
-    tz: str = "Asia/Shanghai",
+    tz: str = DEFAULT_TIMEZONE,
     office_admins: Sequence[int] = (),
 ) -> MergeReport:
     """/merge: join this draw's inspections with other tasks' open inspections of the same
@@ -1410,6 +1437,7 @@ async def abandon_draw(
     announce: bool = True,
 ) -> Abandoned:
     """放弃: a committed draw is never executed; its seed stays unused and unpublished."""
+    await _draw(session, draw_id)
     result = await session.exec(
         update(Draw)
         .where(col(Draw.id) == draw_id, col(Draw.status) == DrawStatus.COMMITTED)
@@ -1649,7 +1677,7 @@ async def verify_draw(session: AsyncSession, *, draw_id: int) -> Verification:
         rec = load_record(draw.record)
     except (ValueError, KeyError, TypeError) as error:
         return Verification(draw_id, draw.status, [f"record unreadable: {error}"], 0, 0, 0)
-    problems = dsr.verify(rec)
+    problems = await asyncio.to_thread(dsr.verify, rec)
     for name, stored, recorded in (
         ("algorithm", draw.algorithm, rec.algorithm),
         ("seed_hex", draw.seed_hex, rec.seed_hex),

@@ -12,8 +12,8 @@ marked sent; the row's claim then expires and it is sent again. The other choice
 instead, which is worse than seeing it twice. docs/delivery.md has the whole story.
 
 What the sender does with each answer:
-- 429 (``Throttled``): wait ``retry_after`` for that chat (for every chat when this chat's own
-  quota was idle, so the overall quota must be what ran out), then try again. 429s are counted
+- 429 (``Throttled``): wait ``retry_after`` for that chat, then try again; every chat waits when
+  several chats whose own quotas were idle get 429s (the overall quota ran out). 429s are counted
   in ``throttled`` and cost no attempt until ``FREE_THROTTLES`` of them.
 - network errors and 5xx (``RetryLater``): exponential backoff with jitter, persisted in
   ``next_attempt_at`` so it survives a restart; gives up after ``MAX_ATTEMPTS``.
@@ -172,6 +172,7 @@ class DeliveryLimiter:
     GLOBAL_BURST = 1 / 100  # of the per-second quota: 3 tokens at 300/s, 1 at Telegram's 30/s
     CHAT_MARGIN = 0.02
     GROUP_MARGIN = 0.02
+    OVERALL_SIGNS = 3
 
     def __init__(
         self,
@@ -197,6 +198,7 @@ class DeliveryLimiter:
         self._groups: dict[int, Bucket] = {}
         self._paused: dict[int, float] = {}
         self._all_paused_until = 0.0
+        self._overall_signs: deque[float] = deque()
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._gate: asyncio.Task[None] | None = None
 
@@ -243,11 +245,25 @@ class DeliveryLimiter:
             for chat_id in [c for c, bucket in chats.items() if bucket.idle()]:
                 del chats[chat_id]
 
-    def pause(self, chat_id: int, seconds: float, *, everyone: bool) -> None:
-        until = asyncio.get_running_loop().time() + seconds
+    def throttled(self, chat_id: int, seconds: float, *, chat_was_idle: bool) -> bool:
+        """Telegram answered 429 for this chat: it waits `seconds`. When the chat's own quota
+        was idle, the overall one ran out; once that happens for `OVERALL_SIGNS` chats within
+        a few seconds, Telegram is telling everyone to wait, and every chat pauses. (A single
+        one is usually a request delayed into the previous second, which our margin already
+        corrects; pausing every chat for it would cost a whole second of sending.) Returns
+        True when every chat was paused."""
+        now = asyncio.get_running_loop().time()
+        until = now + seconds
         self._paused[chat_id] = max(self._paused.get(chat_id, 0.0), until)
-        if everyone:
-            self._all_paused_until = max(self._all_paused_until, until)
+        if not chat_was_idle:
+            return False
+        self._overall_signs.append(now)
+        while self._overall_signs and self._overall_signs[0] < now - max(seconds, 3.0):
+            self._overall_signs.popleft()
+        if len(self._overall_signs) < self.OVERALL_SIGNS:
+            return False
+        self._all_paused_until = max(self._all_paused_until, until)
+        return True
 
     def _pause_left(self, chat_id: int, now: float) -> float:
         left = max(self._paused.get(chat_id, 0.0), self._all_paused_until) - now
@@ -491,7 +507,6 @@ class Sender:
         now = self.clock.now()
         until = now + timedelta(seconds=CLAIM_SECONDS)
         t = OUTBOX
-        free = or_(t.c.claimed_until.is_(None), t.c.claimed_until < now)
         pending = t.c.status == OutboxStatus.PENDING
 
         # Chats that must wait: their first pending row is in backoff or another sender's.
@@ -530,29 +545,38 @@ class Sender:
             .over(partition_by=candidates.c.chat_id, order_by=candidates.c.id)
             .label("place"),
         ).subquery()
-        pick_from = t.alias("pick")
-        pick = (
-            core_select(pick_from.c.id)
-            .where(
-                pick_from.c.id.in_(core_select(ranked.c.id).where(ranked.c.place <= self.per_chat)),
-                # Repeated here: PostgreSQL re-checks them on the row it locks.
-                pick_from.c.status == OutboxStatus.PENDING,
-                pick_from.c.next_attempt_at <= now,
-                or_(pick_from.c.claimed_until.is_(None), pick_from.c.claimed_until < now),
-            )
-            .order_by(pick_from.c.id)
+        chosen = (
+            core_select(ranked.c.id)
+            .where(ranked.c.place <= self.per_chat)
+            .order_by(ranked.c.id)
             .limit(limit)
+            .subquery()
         )
-        # A CTE, materialized: as a plain IN (subquery) PostgreSQL may run it once per row it
-        # updates, and each run would skip the rows just claimed and take LIMIT more.
+        # Joins on the primary key from the few chosen ids, never a semi-join over the table:
+        # right after a burst of inserts PostgreSQL's statistics say "1 row", and a semi-join
+        # planned on that took seconds for 10,000 pending rows.
+        pick_from = t.alias("pick")
+        pick = core_select(pick_from.c.id).join_from(
+            chosen, pick_from, pick_from.c.id == chosen.c.id
+        )
+        # The conditions again: PostgreSQL re-checks them on the row version it locks.
+        pick = pick.where(
+            pick_from.c.status == OutboxStatus.PENDING,
+            pick_from.c.next_attempt_at <= now,
+            or_(pick_from.c.claimed_until.is_(None), pick_from.c.claimed_until < now),
+        )
+        # A materialized CTE: as a plain subquery PostgreSQL may run it once per row it
+        # updates, and each run would skip the rows just claimed and lock more.
         picked = pick.cte("picked")
         if self.db.dialect == "postgresql":
             picked = (
-                pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+                pick.with_for_update(of=pick_from, skip_locked=True)
+                .cte("picked")
+                .prefix_with("MATERIALIZED")
             )
         claim = (
             update(t)
-            .where(t.c.id.in_(core_select(picked.c.id)), pending, t.c.next_attempt_at <= now, free)
+            .where(t.c.id == picked.c.id)  # `pick` checked (and on PostgreSQL locked) them
             .values(claimed_by=self.name, claimed_until=until)
             .returning(
                 t.c.id,
@@ -696,7 +720,7 @@ class Sender:
                 await self.limiter.sent(lane.chat_id, row.is_group)
         except Throttled as error:
             # Not an attempt: Telegram said when to come back (see `_throttled` for the cap).
-            await self._throttled(lane, row, error.seconds, everyone=own_idle)
+            await self._throttled(lane, row, error.seconds, chat_was_idle=own_idle)
         except Forbidden as error:
             row.attempts += 1
             self.stats.forbidden += len(lane.queue)
@@ -722,7 +746,9 @@ class Sender:
         finally:
             lane.sending = False
 
-    async def _throttled(self, lane: _Lane, row: _Row, seconds: float, *, everyone: bool) -> None:
+    async def _throttled(
+        self, lane: _Lane, row: _Row, seconds: float, *, chat_was_idle: bool
+    ) -> None:
         self.stats.throttled += 1
         row.throttled += 1
         if row.throttled > FREE_THROTTLES:
@@ -732,7 +758,8 @@ class Sender:
                 self._finish(lane.queue.popleft(), error=f"throttled {row.throttled} times")
                 return
         log.warning("429 for chat %s: retry after %s s", lane.chat_id, seconds)
-        self.limiter.pause(lane.chat_id, seconds, everyone=everyone)
+        if self.limiter.throttled(lane.chat_id, seconds, chat_was_idle=chat_was_idle):
+            log.warning("429s across chats: every chat waits %s s", seconds)
         if seconds > MAX_INLINE_WAIT:
             await self._reschedule(lane, row, seconds, error=f"429: retry after {seconds}")
         # otherwise the row stays first in its lane, which waits out the pause

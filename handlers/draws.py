@@ -46,7 +46,7 @@ async def _office_place(message: Message, services: Services) -> str | None:
 def _number(args: str | None) -> tuple[int | None, str]:
     """The leading number of a command's arguments, and the rest."""
     parts = (args or "").strip().split(maxsplit=1)
-    if not parts or not parts[0].lstrip("#").isdigit():
+    if not parts or not parts[0].lstrip("#").isascii() or not parts[0].lstrip("#").isdigit():
         return None, ""
     return int(parts[0].lstrip("#")), parts[1] if len(parts) > 1 else ""
 
@@ -62,7 +62,7 @@ async def draw(
     try:
         mode = parse_mode(rest).value if rest.strip() else None
     except TaskProblem as problem:
-        await message.answer(problem.message() + "\n" + render("draws/usage.j2", cmd="draw"))
+        await message.answer(render("draws/usage.j2", cmd="draw", problem=problem.message()))
         return
     place = await _office_place(message, services)
     if place is None:

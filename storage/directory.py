@@ -589,8 +589,17 @@ class _Store:
         fill = insert(self.stage).compile(dialect=self.dialect, column_keys=["n", *self.names])
         assert list(fill.positiontup or ()) == ["n", *self.names]
         self.fill_sql = fill.string
-        joined = self.stage.join(table, table.c[key] == stage[key])
-        self.check_sql = self._sql(select(stage[key], table.c.import_id).select_from(joined))
+        if self.postgres:
+            # One index probe per staged key, whatever the planner thinks of the sizes: a
+            # table grown inside this transaction has no statistics, and a hash join that
+            # scans it whole for every batch made a million-row import quadratic.
+            probe = select(table.c.import_id).where(table.c[key] == stage[key]).limit(1).lateral()
+            joined = self.stage.join(probe, true())
+            found = probe.c.import_id
+        else:
+            joined = self.stage.join(table, table.c[key] == stage[key])
+            found = table.c.import_id
+        self.check_sql = self._sql(select(stage[key], found).select_from(joined))
         self.clear_sql = f"TRUNCATE {STAGE}" if self.postgres else self._sql(delete(self.stage))
         self.key = stage[key]
 
@@ -608,7 +617,7 @@ class _Store:
         self.applying: asyncio.Task[Any] | None = None
 
     def _sql(self, statement: Any) -> str:
-        return str(statement.compile(dialect=self.dialect))
+        return str(statement.compile(dialect=self.dialect, compile_kwargs={"literal_binds": True}))
 
     def row(self, number: int, values: dict[str, Any]) -> tuple[Any, ...]:
         """`values` as the stage takes them: row number first, then the table's columns."""

@@ -21,11 +21,12 @@ from bot.demo.county import (
     DEPARTMENTS,
     SEED,
     SPEC,
+    TARGET_COUNT,
     load_people,
     target_rows,
 )
 from bot.demo.runtime import Demo, DemoOptions, run_demo
-from bot.demo.scenario import HeadlessDriver, run_scenario, sample_photo
+from bot.demo.scenario import STEPS, HeadlessDriver, run_scenario, sample_photo
 from bot.fakeapi.state import image_size
 from bot.workdays import Calendar
 from storage.db import Database
@@ -58,16 +59,27 @@ async def _flush_redis() -> str | None:
 @pytest.fixture
 async def demo(db: Database) -> AsyncIterator[Demo]:
     """The whole demo on the test database (schema from the models), a random port."""
-    options = DemoOptions(
+    async with run_demo(await _options(db)) as running:
+        yield running
+
+
+@pytest.fixture
+async def small_demo(db: Database) -> AsyncIterator[Demo]:
+    """The same with 2,000 targets, where the number does not matter."""
+    async with run_demo(await _options(db, targets=2000)) as running:
+        yield running
+
+
+async def _options(db: Database, targets: int = TARGET_COUNT) -> DemoOptions:
+    return DemoOptions(
         database_url=db.url,
         redis_url=await _flush_redis(),
         port=0,
         schema="ready",
         start=MONDAY_0900,
         keep_calls=True,
+        targets=targets,
     )
-    async with run_demo(options) as running:
-        yield running
 
 
 # --- the county -------------------------------------------------------------------------------
@@ -126,6 +138,7 @@ async def test_county_is_generated_through_the_importers(demo: Demo) -> None:
 
     county = {d.code for d in DEPARTMENTS}
     assert len(items) == 40 and {i.department_code for i in items} == county
+    assert all(re.fullmatch(rf"{i.department_code}-\d\d", i.code) for i in items)
     assert all(runs[i.import_id] == "published_items" for i in items)  # the real Hainan lists
     assert all(i.ratio and i.frequency and i.content for i in items)
     joint = [i for i in items if i.joint]
@@ -150,7 +163,8 @@ async def test_county_is_generated_through_the_importers(demo: Demo) -> None:
     assert Counter(b.kind for b in bindings) == {"office": 1, "department": 8}
 
 
-async def test_people_and_groups_are_registered_in_the_fake(demo: Demo) -> None:
+async def test_people_and_groups_are_registered_in_the_fake(small_demo: Demo) -> None:
+    demo = small_demo
     people = await load_people(demo.db)
     assert [p.role for p in people.personas[:2]] == ["office", "liaison"]
     assert len(people.personas) == 129 and len(people.groups) == 9
@@ -208,7 +222,8 @@ def test_next_working_morning_skips_weekends_and_holidays() -> None:
 # --- the page and its routes --------------------------------------------------------------------
 
 
-async def test_page_assets_and_config_are_served_offline(demo: Demo) -> None:
+async def test_page_assets_and_config_are_served_offline(small_demo: Demo) -> None:
+    demo = small_demo
     async with aiohttp.ClientSession(demo.base_url) as http:
         async with http.get("/") as response:
             page = await response.text()
@@ -227,7 +242,8 @@ async def test_page_assets_and_config_are_served_offline(demo: Demo) -> None:
     assert config["clock"]["date"] == "2026-03-02" and config["clock"]["working"] is True
 
 
-async def test_page_talks_to_the_real_bot_and_moves_the_clock(demo: Demo) -> None:
+async def test_page_talks_to_the_real_bot_and_moves_the_clock(small_demo: Demo) -> None:
+    demo = small_demo
     office = demo.people.first("office").tg_user_id
     async with aiohttp.ClientSession(demo.base_url) as http:
         async with http.get(f"/_demo/sync?user_id={office}&after=0&timeout=0") as response:
@@ -274,15 +290,21 @@ async def test_page_talks_to_the_real_bot_and_moves_the_clock(demo: Demo) -> Non
     demo.set_speed(0)
 
 
+async def test_speed_advances_the_clock_by_itself(small_demo: Demo) -> None:
+    demo = small_demo
+    start = demo.clock_version
+    demo.set_speed(1200)  # a working day every 50 ms
+    moved = await demo.fake.wait_until(lambda: demo.clock_version >= start + 3, 10.0)
+    demo.set_speed(0)
+    assert moved
+    local = demo.clock.now().astimezone(TZ)
+    assert local.date() >= date(2026, 3, 4) and (local.hour, local.minute) == (9, 0)
+    version = demo.clock_version
+    assert not await demo.fake.wait_until(lambda: demo.clock_version > version, 0.3)
+
+
 async def test_the_demo_time_survives_a_restart(db: Database) -> None:
-    options = DemoOptions(
-        database_url=db.url,
-        redis_url=await _flush_redis(),
-        port=0,
-        schema="ready",
-        start=MONDAY_0900,
-        targets=500,
-    )
+    options = await _options(db, targets=500)
     async with run_demo(options) as first:
         assert first.generated is not None
         await first.advance()
@@ -301,4 +323,5 @@ async def test_headless_scenario_passes(demo: Demo) -> None:
     lines: list[str] = []
     report = await run_scenario(HeadlessDriver(demo), echo=lines.append)
     assert report.failed is None, lines
-    assert len(report.passed) >= 7 and all("✓" in line for line in lines)
+    assert [r.key for r in report.passed] == [key for key, _ in STEPS]
+    assert all("✓" in line for line in lines)

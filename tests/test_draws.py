@@ -165,9 +165,15 @@ async def build_world(
             (SJJ_CHAT, "department", "SJJ"),
             (SWJ_CHAT, "department", "SWJ"),
         ]
-        for chat, kind, dept in bindings:
+        for chat, chat_kind, chat_department in bindings:
             session.add(
-                ChatBinding(chat_id=chat, kind=kind, department_code=dept, bound_by=1, bound_at=now)
+                ChatBinding(
+                    chat_id=chat,
+                    kind=chat_kind,
+                    department_code=chat_department,
+                    bound_by=1,
+                    bound_at=now,
+                )
             )
     await session.flush()
     return world
@@ -357,7 +363,7 @@ async def _exclusion_scenario(url: str, n: int, rows: list[tuple[str, bool, bool
             task = await session.get(Task, task_id)
             assert task is not None
             found = await candidates(session, task, mode_of(task.selection_mode))
-        assert {c.key for c in found.candidates} == expected
+        assert set(found.keys()) == expected
         if not expected:
             return
         draw_id = await run_draw(db, now, task_id)
@@ -424,7 +430,7 @@ async def test_filters_and_tags_narrow_the_candidates(db: Database, clock: Froze
         for t in world.targets
         if t.region == "城关镇" and t.industry == "零售业" and "食品" in t.tags.split(";")
     }
-    assert expected and {c.key for c in found.candidates} == expected
+    assert expected and set(found.keys()) == expected
 
 
 async def test_pool_follows_the_selection_mode(db: Database, clock: FrozenClock) -> None:
@@ -1015,3 +1021,49 @@ async def test_department_list_goes_privately_to_that_departments_liaison(
         ).one()
     assert not message.is_group and sent.entries[0].key in message.text
     assert sent.entries[0].name in message.text and "检查组" in message.text
+
+
+# --- conflicts (回避) and rotation, from the directories ---------------------------------------
+
+
+async def test_declared_conflicts_and_the_previous_group_are_never_seated(
+    db: Database, clock: FrozenClock
+) -> None:
+    world = await seeded(db, clock, targets=20, inspectors=10)
+    conflicted = world.inspectors[:2]
+    async with db.session() as session:
+        for inspector in conflicted:
+            inspector.conflicts = ";".join(t.key for t in world.targets)
+            session.add(inspector)
+        first = await new_task(session, clock.now(), ratio_policy="all")
+    draw_one = await run_draw(db, clock.now(), first)
+
+    async def seats(draw_id: int) -> dict[str, set[int]]:
+        async with db.read() as session:
+            rows = await session.exec(
+                select(Inspection.target_key, Assignment.inspector_id)
+                .join(Assignment, col(Assignment.inspection_id) == col(Inspection.id))
+                .where(Assignment.draw_id == draw_id)
+            )
+            out: dict[str, set[int]] = {}
+            for key, inspector_id in rows:
+                out.setdefault(key, set()).add(inspector_id)
+            return out
+
+    before = await seats(draw_one)
+    assert before and not {i.id for i in conflicted} & set().union(*before.values())
+    # The visits happened and were published; a second task draws the same targets.
+    async with db.session() as session:
+        for inspection in await session.exec(select(Inspection)):
+            inspection.status = InspectionStatus.PUBLISHED
+            session.add(inspection)
+        second = await new_task(session, clock.now(), ratio_policy="all", item_codes=["SC002"])
+    draw_two = await run_draw(db, clock.now(), second)
+    after = await seats(draw_two)
+    async with db.read() as session:
+        record = (await session.get(Draw, draw_two)).record  # type: ignore[union-attr]
+        check = await verify_draw(session, draw_id=draw_two)
+    assert check.consistent and record["previous_groups"]
+    for key, members in after.items():
+        assert not members & before.get(key, set())  # rotation: nobody checks it twice running
+    assert not {i.id for i in conflicted} & set().union(*after.values())

@@ -10,7 +10,7 @@ from typing import Any
 from sqlmodel import select
 
 from bot.fakeapi import StoredMessage
-from bot.telegram import TaskCb
+from bot.telegram import DrawCb, TaskCb
 from storage.models import Draw, DrawStatus, Inspection, Person, Role, RoleGrant, Target, Task
 from tests.harness import OFFICE, Harness, text_of, unique, unique_text
 from tests.test_draws import OFFICE_CHAT, SJJ_CHAT, SWJ_CHAT, build_world
@@ -241,3 +241,13 @@ async def test_commitment_from_private_chat_and_abandon(harness: Harness) -> Non
     assert "已经放弃" in str(answer(h)["text"]) and "异地交叉" in text_of(stale)
     assert "看不懂" in unique_text(await h.send(OFFICE, "/draw 1 乱写"))
     assert "协调办工作群或私聊" in unique_text(await h.send(OFFICE, "/draw 1", SJJ_CHAT))
+    # Absurd numbers, typed or forged into a button, are unknown, not a crash.
+    huge = "99999999999999999999"
+    assert "没有编号为" in unique_text(await h.send(OFFICE, f"/draw {huge}"))
+    assert "没有编号为" in unique_text(await h.send(OFFICE, f"/verify {huge}"))
+    forged = DrawCb(act="run", draw_id=int(huge)).pack()
+    await h.feed(h.fake.press_button(OFFICE, posted, forged, check_keyboard=False))
+    assert "没有编号为" in str(answer(h)["text"])
+    forged = DrawCb(act="list", draw_id=1, n=7).pack()
+    await h.feed(h.fake.press_button(LIAISON_SJJ, posted, forged, check_keyboard=False))
+    assert "过期" in str(answer(h)["text"])

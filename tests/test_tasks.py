@@ -15,7 +15,6 @@ from openpyxl import load_workbook
 from sqlmodel import select
 from typer.testing import CliRunner
 
-import bot.cli
 from bot.cli import app
 from bot.clock import FrozenClock
 from bot.config import Settings
@@ -240,13 +239,6 @@ def _invoke(settings: Settings, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The test database is built from the models; the CLI's migrate-first step is not ours.
-    monkeypatch.setattr(bot.cli, "upgrade", lambda url: None)
-
-
-@pytest.mark.usefixtures("cli")
 async def test_cli_task_draw_record_verify(
     db: Database, clock: FrozenClock, settings: Settings, tmp_path: Path
 ) -> None:

@@ -389,6 +389,14 @@ def inspector_rows(
     return rows
 
 
+def new_businesses_csv(count: int = 3) -> bytes:
+    """A small 检查对象 file, as the office would send it to the bot (`/import`), of businesses
+    registered since the county was generated (another seed: other codes)."""
+    rows = target_rows(random.Random(SEED + 1), count)
+    lines = [",".join(_header("targets"))] + [",".join(row) for row in rows]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
 def department_rows() -> list[list[str]]:
     rows = [[d.name, d.code, "部门", ""] for d in DEPARTMENTS]
     rows += [[t.station_name, t.station_code, "所", "SJJ"] for t in TOWNS]

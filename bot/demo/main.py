@@ -23,7 +23,13 @@ log = logging.getLogger(__name__)
 def _quiet_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # One line per update is noise on a trainer's screen; problems still show.
-    for name in ("aiogram.event", "aiogram.dispatcher", "alembic", "bot.directories"):
+    for name in (
+        "aiogram.event",
+        "aiogram.dispatcher",
+        "alembic",
+        "apscheduler",
+        "bot.directories",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

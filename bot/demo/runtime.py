@@ -1,9 +1,10 @@
 """One process, one event loop: the fake Telegram and the web page on one port, the real bot
-polling it, the outbox sender, and the demo's clock.
+polling it with what runs beside it in `dsr run` (the outbox sender and the periodic 三单
+sweep, `bot.scheduler.Background`), and the demo's clock.
 
 The bot is built by the same factories as `dsr run` (`bot.app`); only its settings differ: the
 Bot API base is the fake's URL, the database is the demo's own, and `Services.clock` is the
-demo's clock, which the sender reads too.
+demo's clock, which the sender and the sweeper read too.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from bot.demo.county import (
 from bot.demo.web import create_web_app
 from bot.duties import load_calendar
 from bot.fakeapi import DEFAULT_TOKEN, FakeTelegram, RateLimits
-from bot.sender import Sender
+from bot.scheduler import Background, periodic_jobs
+from bot.sender import DeliveryLimiter, Sender
 from bot.sweeper import SweepReport, sweep
 from bot.telegram import AiogramTransport
 from bot.workdays import Calendar
@@ -94,7 +96,8 @@ class Demo:
     services: Services
     bot: Bot
     dispatcher: Dispatcher
-    sender: Sender
+    background: Background
+    drainer: Sender
     base_url: str = ""
     generated: Generated | None = None
     startup_seconds: float = 0.0
@@ -139,9 +142,11 @@ class Demo:
             self.calendar_cache = await load_calendar(session)
 
     async def deliver(self) -> int:
-        """Send what the outbox holds now (the running loop does this every second too)."""
-        async with self._deliver_lock:  # one drain at a time: the sender is not re-entrant
-            return await self.sender.drain()
+        """Send what the outbox holds now, without the flood pacing of the background sender
+        (the fake has no flood limits): after 下一个工作日 the page shows the notices at once.
+        Claims keep the two senders off each other's rows, and each chat's rows in order."""
+        async with self._deliver_lock:  # one drain at a time: a sender is not re-entrant
+            return await self.drainer.drain()
 
     def set_speed(self, per_minute: float) -> None:
         """Advance automatically, `per_minute` working days per real minute (0 stops)."""
@@ -277,6 +282,8 @@ async def run_demo(options: DemoOptions) -> AsyncIterator[Demo]:
     runner: web.AppRunner | None = None
     bot: Bot | None = None
     dispatcher: Dispatcher | None = None
+    demo: Demo | None = None
+    running: Background | None = None
     try:
         generated = await ensure_county(db, clock, options)
         people = await load_people(db)
@@ -297,7 +304,11 @@ async def run_demo(options: DemoOptions) -> AsyncIterator[Demo]:
         services = Services(settings=settings, db=db, clock=clock)
         bot = create_bot(settings)
         dispatcher = create_dispatcher(services)
-        sender = Sender(db, AiogramTransport(bot), clock)
+        transport = AiogramTransport(bot)
+        sender = Sender(
+            db, transport, clock, limiter=DeliveryLimiter.from_settings(settings), name="demo"
+        )
+        background = Background(sender, periodic_jobs(services), idle=settings.sender_idle_s)
         demo = Demo(
             options=options,
             db=db,
@@ -307,7 +318,8 @@ async def run_demo(options: DemoOptions) -> AsyncIterator[Demo]:
             services=services,
             bot=bot,
             dispatcher=dispatcher,
-            sender=sender,
+            background=background,
+            drainer=Sender(db, transport, clock, name="demo-now"),
             base_url=base_url,
             generated=generated,
         )
@@ -326,13 +338,16 @@ async def run_demo(options: DemoOptions) -> AsyncIterator[Demo]:
                 )
             )
         )
-        tasks.append(asyncio.create_task(_send_forever(demo)))
-        tasks.append(asyncio.create_task(_sweep_forever(demo)))
+        await background.start()
+        running = background
         demo.set_speed(options.speed)
         demo.startup_seconds = time.perf_counter() - started
         yield demo
-        await demo.stop_auto()
     finally:
+        # In order: no more clock jumps or updates, then let sends in flight finish while the
+        # fake still answers, then close the bot, the web server and the database.
+        if demo is not None:
+            await demo.stop_auto()
         if dispatcher is not None:
             with contextlib.suppress(RuntimeError):  # polling never started
                 await dispatcher.stop_polling()
@@ -341,6 +356,8 @@ async def run_demo(options: DemoOptions) -> AsyncIterator[Demo]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if running is not None:
+            await running.stop()
         if dispatcher is not None:
             await dispatcher.storage.close()
         if bot is not None:
@@ -363,21 +380,3 @@ def _listen(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
-
-
-async def _send_forever(demo: Demo) -> None:
-    while True:
-        try:
-            await demo.deliver()
-        except Exception:
-            log.exception("demo outbox sender failed")
-        await asyncio.sleep(demo.services.settings.sender_idle_s)
-
-
-async def _sweep_forever(demo: Demo) -> None:
-    while True:
-        await asyncio.sleep(demo.services.settings.sweep_every_s)
-        try:
-            await demo.sweep()
-        except Exception:
-            log.exception("demo sweep failed")

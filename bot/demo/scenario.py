@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import col, select
 
-from bot.demo.county import People, Persona
+from bot.demo.county import People, Persona, new_businesses_csv
 from bot.demo.runtime import Demo
 from bot.fakeapi import FakeTelegramError, StoredMessage
 from bot.render import text
@@ -315,6 +315,16 @@ async def step_office_group(ctx: Context) -> None:
     await d.expect("协调办工作群")
 
 
+async def step_office_import(ctx: Context) -> None:
+    """The office sends a file: newly registered businesses join the 检查对象名录库."""
+    d = ctx.driver
+    await d.open_chat(ctx.office.tg_user_id)
+    await d.send_text("/import")
+    await d.expect("请发送要导入的")
+    await d.send_document(new_businesses_csv(3), "新登记企业.csv")
+    await d.expect("导入完成", "检查对象名录库", "新增：3")
+
+
 async def step_create_task(ctx: Context) -> None:
     """/task, answered with buttons and typed words, as the office would."""
     d = ctx.driver
@@ -542,6 +552,7 @@ STEPS: tuple[Step, ...] = (
     ("commands", step_commands),
     ("office_start", step_office_start),
     ("office_group", step_office_group),
+    ("office_import", step_office_import),
     ("create_task", step_create_task),
     ("draw_commit", step_draw_commit),
     ("draw_execute", step_draw_execute),
