@@ -17,8 +17,9 @@ What is timed (best of `--repeat` runs, seconds):
   `bot.draw.draw` with an empty inspector pool (quotas, ranks, selection, record);
 - inspectors_s: the inspector pool and rotation queries plus the extra time `bot.draw.draw`
   takes with the 2,000-inspector pool (the partial Fisher–Yates picks for every target);
-- verify_s: what anyone holding the published record does: parse its JSON and re-run
-  `bot.draw.verify` (every stratum, every rank, every pick).
+- verify_s: `bot.draw.verify` on the record (every stratum, every rank, every pick), as
+  anyone holding the published record re-runs it; reading the JSON back is reported on its
+  own information line (`dsr verify FILE` does both).
 
 Information lines also give the size of the record and, with `--execute`, the whole chat
 execution in the database (inspections, seats, duties, announcements). The last line is
@@ -237,9 +238,8 @@ async def _run(url: str, targets: int, inspectors: int, repeat: int, execute: bo
             )
         inspectors_s = pool_s + max(0.0, pure_full_s - pure_targets_s)
         published = record.to_json()
-        verify_s, problems = await _best(
-            repeat, _sync(lambda: dsr.verify(dsr.DrawRecord.from_json(published)))
-        )
+        parse_s, parsed = await _best(repeat, _sync(lambda: dsr.DrawRecord.from_json(published)))
+        verify_s, problems = await _best(repeat, _sync(lambda: dsr.verify(parsed)))
         assert problems == [], problems
         assert len(keys) == targets and record.candidate_count == targets
         strata = ", ".join(f"{s.name} {s.count}→{s.quota}" for s in record.strata if s.count)
@@ -250,7 +250,7 @@ async def _run(url: str, targets: int, inspectors: int, repeat: int, execute: bo
         print(
             f"record: {len(published) / 1e6:.1f} MB JSON; pure target draw "
             f"{pure_targets_s:.2f} s, pure full draw {pure_full_s:.2f} s, "
-            f"pool queries {pool_s:.2f} s"
+            f"pool queries {pool_s:.2f} s; reading the record back (from_json) {parse_s:.2f} s"
         )
         if execute:
             now = NOW

@@ -9,6 +9,7 @@ one `Settings`; the bench multiplies Telegram's quotas by `--scale` (10: 300 mes
 200/min per group, 10/s per chat) so the run takes about half a minute.
 
     .venv/bin/python -m bench.outbox [--scale 10] [--database-url sqlite|postgresql://…]
+                                     [--transport aiogram|memory]
 
 A fresh SQLite file by default; with a PostgreSQL URL, a throwaway database next to the one
 named (dropped afterwards). Every message must arrive exactly once and in order per chat, or the
@@ -43,8 +44,9 @@ from bot.app import create_bot
 from bot.clock import SystemClock
 from bot.config import Settings
 from bot.fakeapi import DEFAULT_TOKEN, FakeTelegram, RateLimits, run_fake_server
+from bot.fakeapi.limits import RateLimiter
 from bot.outbox import enqueue
-from bot.sender import OUTBOX, DeliveryLimiter, Sender
+from bot.sender import OUTBOX, DeliveryLimiter, Outgoing, Sender, Throttled
 from bot.telegram import AiogramTransport
 from storage.db import Database
 
@@ -136,7 +138,28 @@ def serve_fake(conn: Connection, limits: RateLimits, chats: list[int]) -> None:
     asyncio.run(serve())
 
 
-async def run(settings: Settings, fake: Connection) -> tuple[int, float, int]:
+class MemoryTelegram:
+    """`--transport memory`: the fake's flood windows without HTTP or aiogram, to measure the
+    engine alone (claims, lanes, limiter, recording) when the CPU is the bottleneck."""
+
+    def __init__(self, limits: RateLimits) -> None:
+        self.windows = RateLimiter(limits)
+        self.groups: set[int] = set()
+        self.received: dict[int, list[str]] = defaultdict(list)
+        self.throttled_429 = 0
+
+    async def deliver(self, message: Outgoing) -> int:
+        await asyncio.sleep(0.002)  # a round trip
+        is_group = message.chat_id in self.groups
+        retry_after = self.windows.admit(message.chat_id, is_group, time.monotonic())
+        if retry_after is not None:
+            self.throttled_429 += 1
+            raise Throttled(retry_after)
+        self.received[message.chat_id].append(message.text)
+        return len(self.received[message.chat_id])
+
+
+async def run(settings: Settings, fake: Connection | None) -> tuple[int, float, int]:
     db = Database(settings.database_url)
     clock = SystemClock()
     expected: dict[int, list[str]] = defaultdict(list)
@@ -155,19 +178,27 @@ async def run(settings: Settings, fake: Connection) -> tuple[int, float, int]:
                     is_group=is_group,
                 )
 
-    settings.telegram_api_base = fake.recv()
-    bot = create_bot(settings)
-    try:
-        sender = Sender(
-            db, AiogramTransport(bot), clock, limiter=DeliveryLimiter.from_settings(settings)
-        )
+    limiter = DeliveryLimiter.from_settings(settings)
+    if fake is None:
+        memory = MemoryTelegram(fake_limits(settings))
+        memory.groups = {chat_id for chat_id, is_group in messages if is_group}
+        sender = Sender(db, memory, clock, limiter=limiter)
         started = time.perf_counter()
         sent = await sender.drain()
         seconds = time.perf_counter() - started
-    finally:
-        await bot.session.close()
-    fake.send("report")
-    throttled_429, received = fake.recv()
+        throttled_429, received = memory.throttled_429, memory.received
+    else:
+        settings.telegram_api_base = fake.recv()
+        bot = create_bot(settings)
+        try:
+            sender = Sender(db, AiogramTransport(bot), clock, limiter=limiter)
+            started = time.perf_counter()
+            sent = await sender.drain()
+            seconds = time.perf_counter() - started
+        finally:
+            await bot.session.close()
+        fake.send("report")
+        throttled_429, received = fake.recv()
 
     for chat_id, bodies in expected.items():
         got = received[chat_id]
@@ -185,8 +216,8 @@ async def run(settings: Settings, fake: Connection) -> tuple[int, float, int]:
     if sent != len(messages) or recorded != len(messages):
         raise SystemExit(f"sent {sent}, recorded {recorded}, queued {len(messages)}")
     print(
-        f"sender stats: {sender.stats}; per chat order and exactly-once verified for "
-        f"{len(expected)} chats"
+        f"sender stats: {sender.stats}, overall rate at the end ×{sender.limiter.slowdown:.2f}; "
+        f"per chat order and exactly-once verified for {len(expected)} chats"
     )
     return sent, seconds, throttled_429
 
@@ -195,6 +226,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--scale", type=int, default=10, help="multiply Telegram's quotas")
     parser.add_argument("--database-url", default="sqlite")
+    parser.add_argument(
+        "--transport",
+        choices=["aiogram", "memory"],
+        default="aiogram",
+        help="aiogram over HTTP to the fake (the benchmark), or the fake's limits in memory",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     backend = "SQLite" if args.database_url.startswith("sqlite") else "PostgreSQL"
@@ -203,21 +240,24 @@ def main(argv: list[str] | None = None) -> None:
     ours, theirs = multiprocessing.Pipe()
     limits = fake_limits(scaled(args.scale, "sqlite://"))
     child = multiprocessing.Process(target=serve_fake, args=(theirs, limits, chats), daemon=True)
-    child.start()
+    if args.transport == "aiogram":
+        child.start()
 
     async def bench() -> tuple[int, float, int, Settings]:
         with tempfile.TemporaryDirectory(prefix="dsr-bench-outbox-") as tmp:
             async with fresh_database(args.database_url, Path(tmp)) as url:
                 settings = scaled(args.scale, url)
-                sent, seconds, throttled = await run(settings, ours)
+                connection = ours if args.transport == "aiogram" else None
+                sent, seconds, throttled = await run(settings, connection)
                 return sent, seconds, throttled, settings
 
     try:
         sent, seconds, throttled, settings = asyncio.run(bench())
     finally:
-        child.join(timeout=10)
-        if child.is_alive():
-            child.terminate()
+        if child.pid is not None:
+            child.join(timeout=10)
+            if child.is_alive():
+                child.terminate()
     fraction = sent / seconds / settings.rate_global_per_s
     print(
         f"{backend}: {sent:,} messages in {seconds:.1f} s = {sent / seconds:.1f}/s against "

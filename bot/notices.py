@@ -5,17 +5,24 @@ what the notice is and who reads it: numbering (督〔2026〕17号, gap-free per
 recipients and the rendered messages (queued in the outbox in the transaction that records the
 notice), the office's 问责 / 免责 decision, the list behind /notices and the .xlsx export.
 
-Who reads what:
+Who reads what (``route``): each notice's own message goes to the people it is addressed to;
+everyone copied finds it in their digest, one message per recipient per sweep batch (why:
+docs/notices.md):
 
-* 懒政提醒单: the responsible person privately (an inspector's bound account; for the group duty
-  ``inspect``, every member of the inspection's group), copied to the department's liaisons.
-* 怠政督办单: the department's liaisons privately, the department group (no target details), and
-  a copy to the office: the office group when one is bound, otherwise office members privately.
-* 失职问责单: the office, the same way, with the 问责 / 免责 buttons.
+* 懒政提醒单: its own message to the responsible person (an inspector's bound account; for the
+  group duty ``inspect``, every member of the inspection's group; the liaisons for their own
+  duty; the office members for the office's). The department's liaisons: in their digest.
+* 怠政督办单: to the department, copied to the office: in the digests of the department's
+  liaisons, of the department group (no target details), and of the office group (or of the
+  office members privately when it has none). A liaison's or the office's own duty: its own
+  message to them instead.
+* 失职问责单: its own card to the office (the office group when one is bound, otherwise office
+  members privately), with the 问责 / 免责 buttons: the office decides each one.
 * The decision: the department's liaisons privately and the department group.
 
-Group messages are rendered from ``*_group.j2`` templates that receive ``DutyView.public()``,
-which has no target name or code at all (architecture: targets never go to a group).
+Group messages are rendered from ``*_group.j2`` templates, and group digests from entries, that
+receive ``DutyView.public()``, which has no target name or code at all (architecture: targets
+never go to a group).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Template
+from markupsafe import Markup
 from openpyxl import Workbook
 from sqlalchemy import Table, func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -37,7 +45,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import to_local
 from bot.duties import day_text
-from bot.outbox import Keyboard, inline_markup
+from bot.outbox import Envelope, Keyboard, enqueue_many
 from bot.render import environment, has_text, text
 from bot.telegram import NoticeCb
 from bot.workdays import Calendar
@@ -54,8 +62,6 @@ from storage.models import (
     Inspector,
     Notice,
     NoticeCounter,
-    OutboxMessage,
-    OutboxStatus,
     Person,
     Role,
     RoleGrant,
@@ -78,7 +84,6 @@ REASON_MAX = 500
 
 NOTICE: Table = Notice.__table__  # type: ignore[attr-defined]
 COUNTER: Table = NoticeCounter.__table__  # type: ignore[attr-defined]
-OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 DUTY: Table = Duty.__table__  # type: ignore[attr-defined]
 _ACTIVE_SEATS = (
     AssignmentStatus.PENDING,
@@ -97,7 +102,16 @@ def number_label(kind: str, year: int, seq: int | None) -> str | None:
     """督〔2026〕17号 / 问〔2026〕3号; reminders are not numbered."""
     if seq is None or kind not in NUMBERED:
         return None
-    return text(f"notice.number.{kind}", year=year, seq=seq)
+    before, after = _number_format(kind, year)
+    return f"{before}{seq}{after}"
+
+
+@lru_cache(maxsize=32)
+def _number_format(kind: str, year: int) -> tuple[str, str]:
+    """The text ``notice.number.<kind>`` around its ``seq``, rendered once per kind and year
+    rather than once per notice (a sweep numbers thousands)."""
+    before, _, after = text(f"notice.number.{kind}", year=year, seq="\x00").partition("\x00")
+    return before, after
 
 
 @lru_cache(maxsize=64)
@@ -117,10 +131,20 @@ def _template(name: str) -> Template:
     return environment().get_template(name)
 
 
+@lru_cache(maxsize=64)
+def _compiled(name: str) -> tuple[Template, dict[str, Any]]:
+    template = _template(name)
+    return template, dict(template.globals)
+
+
 def _render(name: str, /, **context: Any) -> str:
-    """``bot.render.render`` without its per-call template lookup: a sweep after a long
-    downtime renders tens of thousands of notices."""
-    return _template(name).render(**context).strip()
+    """``bot.render.render`` for the sweep, which renders thousands of notices at a time: the
+    template is looked up and compiled once, and its globals (``text``) are flattened once;
+    ``Template.render`` merges them from a ChainMap for every message, a third of its cost."""
+    template, globals_ = _compiled(name)
+    variables = globals_ | context
+    body = template.root_render_func(template.new_context(variables, shared=True))
+    return template.environment.concat(body).strip()
 
 
 def reason_text(decision: str, number: int) -> str | None:
@@ -376,50 +400,6 @@ async def allocate_numbers(session: AsyncSession, kind: str, year: int, count: i
     return last - count + 1
 
 
-# --- the outbox, many rows at a time ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    key: str
-    chat_id: int
-    text: str
-    is_group: bool = False
-    buttons: Keyboard | None = None
-    notify_department: str | None = None
-
-
-async def enqueue_all(session: AsyncSession, messages: Sequence[Outgoing], now: datetime) -> None:
-    """``bot.outbox.enqueue`` for many messages, executemany in chunks of 500 (a sweep after a
-    long downtime queues tens of thousands): the same columns, the same idempotency key, and a
-    key already queued is skipped. Messages without buttons leave ``reply_markup`` out (NULL)
-    rather than JSON-encoding a null for each."""
-    plain: list[dict[str, Any]] = []
-    with_buttons: list[dict[str, Any]] = []
-    for m in messages:
-        row = {
-            "idem_key": m.key,
-            "chat_id": m.chat_id,
-            "is_group": m.is_group,
-            "method": "sendMessage",
-            "text": m.text,
-            "notify_department": m.notify_department,
-            "status": OutboxStatus.PENDING,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
-        if m.buttons:
-            row["reply_markup"] = inline_markup(m.buttons)
-            with_buttons.append(row)
-        else:
-            plain.append(row)
-    statement = _insert(session)(OUTBOX).on_conflict_do_nothing(index_elements=["idem_key"])
-    for rows in (plain, with_buttons):
-        for chunk in _chunks(rows):
-            await session.exec(statement, params=chunk)
-
-
 # --- buttons ------------------------------------------------------------------------------------
 
 
@@ -472,6 +452,63 @@ class Issued:
     supervisions: int = 0
     accountabilities: int = 0
     messages: int = 0
+    """Messages offered to the outbox: the notices' own messages and the digest parts."""
+    digests: int = 0
+    """Digest messages among them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Who reads one notice, and how (see the module docstring).
+
+    ``own``: chats that get the notice's own message: the people it is addressed to (for a
+    失职问责单 the office, which decides it: ``own_group`` says they are office groups, which get
+    the group card). ``copies`` (private) and ``group_copies``: chats that find it in their
+    digest of the batch instead."""
+
+    own: tuple[int, ...] = ()
+    own_group: bool = False
+    copies: tuple[int, ...] = ()
+    group_copies: tuple[int, ...] = ()
+
+
+def _unique(chats: Iterable[int], *, without: Iterable[int] = ()) -> tuple[int, ...]:
+    skip = set(without)
+    return tuple(c for c in dict.fromkeys(chats) if c not in skip)
+
+
+def _responsible_chats(duty: DutyRow, subject: Subject | None, people: People) -> tuple[int, ...]:
+    if duty.responsible_role == Role.INSPECTOR:
+        return _unique(
+            chat
+            for inspector in _responsible_inspectors(duty, subject)
+            for chat in people.inspectors.get(inspector, [])
+        )
+    if duty.responsible_role == Role.LIAISON:
+        return _unique(people.liaisons.get(duty.department_code, []))
+    if duty.responsible_role == Role.OFFICE:
+        return _unique(people.office)
+    return ()
+
+
+def route(kind: str, duty: DutyRow, subject: Subject | None, people: People) -> Route:
+    """The recipients of a notice of ``kind`` on ``duty``: the responsible person gets their
+    own message; the liaison, department group and office copies go into digests."""
+    if kind == ACCOUNTABILITY:
+        if people.office_groups:
+            return Route(own=_unique(people.office_groups), own_group=True)
+        return Route(own=_unique(people.office))
+    responsible = _responsible_chats(duty, subject, people)
+    liaisons = people.liaisons.get(duty.department_code, [])
+    if kind == REMINDER:
+        return Route(own=responsible, copies=_unique(liaisons, without=responsible))
+    # 怠政督办单: to the department (its liaisons and group), copied to the office (its group,
+    # or its members privately when it has none). The responsible person is told directly only
+    # when they are among those (a liaison's or the office's own duty).
+    private = _unique([*liaisons, *([] if people.office_groups else people.office)])
+    own = tuple(c for c in private if c in responsible)
+    groups = [*people.department_groups.get(duty.department_code, []), *people.office_groups]
+    return Route(own=own, copies=_unique(private, without=own), group_copies=_unique(groups))
 
 
 async def issue(
@@ -483,7 +520,8 @@ async def issue(
     calendar: Calendar,
     office_admins: Iterable[int],
 ) -> Issued:
-    """Record the notices, number them, and queue their messages, in the caller's transaction."""
+    """Record the notices, number them, and queue their messages (each notice's own, and one
+    digest per copied recipient), in the caller's transaction."""
     result = Issued()
     if not issues:
         return result
@@ -532,7 +570,8 @@ async def issue(
     supervision_numbers = await _supervision_numbers(
         session, [i.duty.id for i in issues if i.kind == ACCOUNTABILITY]
     )
-    messages: list[Outgoing] = []
+    own: list[Envelope] = []
+    digests: dict[int, _Digest] = {}
     for item in issues:
         duty = item.duty
         subject = subjects.get(duty.inspection_id or 0)
@@ -550,15 +589,24 @@ async def issue(
             supervision_number=supervision_numbers.get(duty.id),
         )
         view = duty_view(duty, people, subject, calendar, today)
-        messages.extend(_messages(notice, duty, view, people, subject))
+        to = route(item.kind, duty, subject, people)
+        own.extend(_own_messages(notice, duty, view, to))
+        for chat in to.copies:
+            digests.setdefault(chat, _Digest(chat, False)).entries.append((notice, view))
+        if to.group_copies:
+            public = view.public()
+            for chat in to.group_copies:
+                digests.setdefault(chat, _Digest(chat, True)).entries.append((notice, public))
         if item.kind == REMINDER:
             result.reminders += 1
         elif item.kind == SUPERVISION:
             result.supervisions += 1
         else:
             result.accountabilities += 1
-    await enqueue_all(session, messages, now)
-    result.messages = len(messages)
+    copies = [part for digest in digests.values() for part in _digest_messages(digest, today)]
+    await enqueue_many(session, [*own, *copies], now=now)
+    result.messages = len(own) + len(copies)
+    result.digests = len(copies)
     return result
 
 
@@ -577,73 +625,184 @@ async def _supervision_numbers(session: AsyncSession, duty_ids: Sequence[int]) -
     return found
 
 
-def _messages(
-    notice: NoticeView,
-    duty: DutyRow,
-    view: DutyView,
-    people: People,
-    subject: Subject | None,
-) -> list[Outgoing]:
-    out: list[Outgoing] = []
-    seen: set[int] = set()
+_OWN_TEMPLATES = {
+    REMINDER: "notices/reminder.j2",
+    SUPERVISION: "notices/supervision.j2",
+    ACCOUNTABILITY: "notices/accountability.j2",
+}
 
-    def send(
-        chats: Iterable[int],
-        body: str,
-        *,
-        group: bool = False,
-        buttons: Keyboard | None = None,
-        notify: str | None = None,
-    ) -> None:
-        for chat_id in chats:
-            if chat_id not in seen:
-                seen.add(chat_id)
-                out.append(
-                    Outgoing(
-                        key=f"notice:{notice.kind}:{notice.id}:{chat_id}",
-                        chat_id=chat_id,
-                        text=body,
-                        is_group=group,
-                        buttons=buttons,
-                        notify_department=notify,
-                    )
-                )
 
-    liaisons = people.liaisons.get(duty.department_code, [])
-    if notice.kind == REMINDER:
-        body = _render("notices/reminder.j2", notice=notice, duty=view)
-        if duty.responsible_role == Role.INSPECTOR:
-            chats = [
-                chat
-                for inspector in _responsible_inspectors(duty, subject)
-                for chat in people.inspectors.get(inspector, [])
-            ]
-            send(chats, body, notify=duty.department_code)
-        elif duty.responsible_role == Role.OFFICE:
-            send(people.office, body)
-        send(liaisons, body)
-        return out
-
-    public = view.public()
-    if notice.kind == SUPERVISION:
-        body = _render("notices/supervision.j2", notice=notice, duty=view)
-        group_body = _render("notices/supervision_group.j2", notice=notice, duty=public)
-        send(liaisons, body)
-        send(people.department_groups.get(duty.department_code, []), group_body, group=True)
-        if people.office_groups:
-            send(people.office_groups, group_body, group=True)
-        else:
-            send(people.office, body)
-        return out
-
-    buttons = decision_buttons(notice.id)
-    if people.office_groups:
-        group_body = _render("notices/accountability_group.j2", notice=notice, duty=public)
-        send(people.office_groups, group_body, group=True, buttons=buttons)
+def _own_messages(notice: NoticeView, duty: DutyRow, view: DutyView, to: Route) -> list[Envelope]:
+    """The notice's own message to each of ``to.own``: the full text privately, the group card
+    (no target details) in an office group; a 失职问责单 carries the 问责 / 免责 buttons."""
+    if not to.own:
+        return []
+    if to.own_group:
+        body = _render("notices/accountability_group.j2", notice=notice, duty=view.public())
     else:
-        body = _render("notices/accountability.j2", notice=notice, duty=view)
-        send(people.office, body, buttons=buttons)
-    return out
+        body = _render(_OWN_TEMPLATES[notice.kind], notice=notice, duty=view)
+    buttons = decision_buttons(notice.id) if notice.kind == ACCOUNTABILITY else None
+    # An inspector who cannot be reached (blocked the bot) is reported to their liaisons.
+    notify = (
+        duty.department_code
+        if notice.kind == REMINDER and duty.responsible_role == Role.INSPECTOR
+        else None
+    )
+    return [
+        Envelope(
+            key=f"notice:{notice.kind}:{notice.id}:{chat}",
+            chat_id=chat,
+            text=body,
+            buttons=buttons,
+            is_group=to.own_group,
+            notify_department=notify,
+        )
+        for chat in to.own
+    ]
+
+
+# --- digests ------------------------------------------------------------------------------------
+
+TELEGRAM_LIMIT = 4096
+"""Telegram's limit on a message's text, in UTF-16 code units of the text once its HTML is
+parsed; a digest measures its HTML, which is never shorter."""
+DIGEST_BRIEF = 5
+"""A digest of more entries than this ends with the hint to use /notices for the details."""
+_HEADING = 24
+"""What a section heading adds to a part, at most (a blank line, the kind, the tags)."""
+_SEPARATOR = Markup("\x1f")  # ends each rendered entry; passed in, so never escaped away
+
+
+@dataclass(slots=True)
+class _Digest:
+    """One recipient's copies in one batch: (notice, the duty as this chat may read it)."""
+
+    chat_id: int
+    is_group: bool
+    entries: list[tuple[NoticeView, DutyView]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DigestEntry:
+    """One line of a digest (templates/notices/digest_entries.j2), its parts ready to print."""
+
+    index: int
+    number: str | None
+    label: str
+    department: str
+    target: str | None
+    responsible: str
+    deadline_label: str
+    deadline: str
+    estimated: bool
+
+
+DIGEST_NAME_MAX = 40
+"""A digest line cuts a longer target name (/notices shows it whole)."""
+
+
+def digest_entry(index: int, notice: NoticeView, duty: DutyView) -> DigestEntry:
+    """A notice as a digest line: the deadline that matters now (a 怠政督办单's new one,
+    otherwise the duty's); a group's duty (``public()``) has no target or responsible."""
+    if notice.kind == SUPERVISION and notice.new_deadline_text:
+        deadline, estimated = notice.new_deadline_text, notice.estimated
+    else:
+        deadline, estimated = duty.deadline_text, duty.estimated
+    target = duty.target_name
+    if target and len(target) > DIGEST_NAME_MAX:
+        target = target[: DIGEST_NAME_MAX - 1] + "…"
+    return DigestEntry(
+        index=index,
+        number=notice.number,
+        label=duty.label,
+        department=duty.department,
+        target=target,
+        responsible="、".join(duty.responsible),
+        deadline_label=_deadline_label(notice.kind),
+        deadline=deadline,
+        estimated=estimated,
+    )
+
+
+@lru_cache(maxsize=8)
+def _deadline_label(kind: str) -> str:
+    return text(f"notice.digest.deadline.{kind}")
+
+
+@lru_cache(maxsize=8)
+def _kind_name(kind: str) -> str:
+    return text(f"notice.kind.{kind}")
+
+
+def _units(body: str) -> int:
+    return len(body.encode("utf-16-le")) // 2
+
+
+def _digest_messages(digest: _Digest, today: date) -> list[Envelope]:
+    """The recipient's digest: its entries by kind (督办 before 提醒), department and number, in
+    as many messages as Telegram's limit needs. Each is keyed by the first and last notice id it
+    covers (the batch's notices are its own: no other batch, and no second sweeper, can come to
+    the same key, and a batch that rolls back queued nothing) and its part number."""
+    ordered = sorted(
+        digest.entries, key=lambda e: (-RANK[e[0].kind], e[1].department_code, e[0].id)
+    )
+    entries = [digest_entry(n, notice, duty) for n, (notice, duty) in enumerate(ordered, 1)]
+    kinds = [notice.kind for notice, _ in ordered]
+    departments = len({duty.department_code for _, duty in ordered}) > 1
+    rendered = _template("notices/digest_entries.j2").render(
+        entries=entries, departments=departments, sep=_SEPARATOR
+    )
+    lines = [Markup(line.strip()) for line in rendered.split(_SEPARATOR)[:-1]]
+    if len(lines) != len(entries):  # the separator inside a name: one entry at a time
+        lines = [
+            Markup(
+                _render("notices/digest_entries.j2", entries=[e], departments=departments, sep="")
+            )
+            for e in entries
+        ]
+    counts: dict[str, int] = {}
+    for kind in kinds:
+        counts[kind] = counts.get(kind, 0) + 1
+    context: dict[str, Any] = {
+        "issued_on": day_text(today),
+        "total": len(entries),
+        "counts": [(_kind_name(kind), n) for kind, n in counts.items()],
+        "group": digest.is_group,
+        "hint": len(entries) > DIGEST_BRIEF,
+        "estimated": any(e.estimated for e in entries),
+    }
+
+    def body(rows: list[tuple[str | None, Markup]], part: int, parts: int) -> str:
+        return _render(
+            "notices/digest.j2", rows=rows, part=part, parts=parts, last=part == parts, **context
+        )
+
+    sections = len(counts) > 1  # one kind: the count line says it
+    budget = TELEGRAM_LIMIT - _units(body([], 999, 999))
+    parts: list[list[tuple[str | None, Markup]]] = []
+    used = 0
+    kind_before = None
+    for kind, line in zip(kinds, lines, strict=True):
+        size = _units(line) + 1
+        if not parts or used + size + _HEADING > budget:
+            parts.append([])
+            used = 0
+            kind_before = None  # a part that goes on with a section repeats its heading
+        heading = _kind_name(kind) if sections and kind != kind_before else None
+        parts[-1].append((heading, line))
+        used += size + (_HEADING if heading else 0)
+        kind_before = kind
+    ids = [notice.id for notice, _ in ordered]
+    covered = f"{min(ids)}-{max(ids)}"
+    return [
+        Envelope(
+            key=f"notice:digest:{covered}:{digest.chat_id}:{part}",
+            chat_id=digest.chat_id,
+            text=body(rows, part, len(parts)),
+            is_group=digest.is_group,
+        )
+        for part, rows in enumerate(parts, start=1)
+    ]
 
 
 # --- reading notices back -----------------------------------------------------------------------
@@ -920,14 +1079,14 @@ async def decide(
         show_reason=not typed,
     )
     messages = [
-        Outgoing(f"notice:decision:{notice_id}:{chat}", chat, body)
+        Envelope(f"notice:decision:{notice_id}:{chat}", chat, body)
         for chat in people.liaisons.get(department, [])
     ]
     messages += [
-        Outgoing(f"notice:decision:{notice_id}:{chat}", chat, group_body, is_group=True)
+        Envelope(f"notice:decision:{notice_id}:{chat}", chat, group_body, is_group=True)
         for chat in people.department_groups.get(department, [])
     ]
-    await enqueue_all(session, messages, now)
+    await enqueue_many(session, messages, now=now)
     return listed
 
 

@@ -13,7 +13,7 @@ instead, which is worse than seeing it twice. docs/delivery.md has the whole sto
 
 What the sender does with each answer:
 - 429 (``Throttled``): wait ``retry_after`` for that chat, then try again; every chat waits when
-  several chats whose own quotas were idle get 429s (the overall quota ran out). 429s are counted
+  the chat's own quota was idle (so the overall quota ran out). 429s are counted
   in ``throttled`` and cost no attempt until ``FREE_THROTTLES`` of them.
 - network errors and 5xx (``RetryLater``): exponential backoff with jitter, persisted in
   ``next_attempt_at`` so it survives a restart; gives up after ``MAX_ATTEMPTS``.
@@ -172,7 +172,7 @@ class DeliveryLimiter:
     GLOBAL_BURST = 1 / 100  # of the per-second quota: 3 tokens at 300/s, 1 at Telegram's 30/s
     CHAT_MARGIN = 0.02
     GROUP_MARGIN = 0.02
-    OVERALL_SIGNS = 3
+    MIN_SLOWDOWN = 0.7
 
     def __init__(
         self,
@@ -184,21 +184,14 @@ class DeliveryLimiter:
         self.global_per_s = global_per_s
         self.group_per_min = group_per_min
         self.chat_per_s = chat_per_s
-        self._global = (
-            window_bucket(
-                global_per_s,
-                1.0,
-                burst=max(1, round(global_per_s * self.GLOBAL_BURST)),
-                margin=self.GLOBAL_MARGIN,
-            )
-            if global_per_s
-            else None
-        )
+        self.slowdown = 1.0
+        """Fraction of the overall rate in use: lowered by each 429 on the overall quota."""
+        self._slowed_at = 0.0
+        self._global = self._overall_bucket()
         self._chats: dict[int, Bucket] = {}
         self._groups: dict[int, Bucket] = {}
         self._paused: dict[int, float] = {}
         self._all_paused_until = 0.0
-        self._overall_signs: deque[float] = deque()
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._gate: asyncio.Task[None] | None = None
 
@@ -247,23 +240,39 @@ class DeliveryLimiter:
 
     def throttled(self, chat_id: int, seconds: float, *, chat_was_idle: bool) -> bool:
         """Telegram answered 429 for this chat: it waits `seconds`. When the chat's own quota
-        was idle, the overall one ran out; once that happens for `OVERALL_SIGNS` chats within
-        a few seconds, Telegram is telling everyone to wait, and every chat pauses. (A single
-        one is usually a request delayed into the previous second, which our margin already
-        corrects; pausing every chat for it would cost a whole second of sending.) Returns
-        True when every chat was paused."""
+        was idle, the overall one ran out, and every chat pauses: sending on into a full window
+        only earns more 429s (tried: waiting for three such 429s before pausing everyone gave
+        ten times as many). Returns True when every chat was paused."""
         now = asyncio.get_running_loop().time()
         until = now + seconds
         self._paused[chat_id] = max(self._paused.get(chat_id, 0.0), until)
         if not chat_was_idle:
             return False
-        self._overall_signs.append(now)
-        while self._overall_signs and self._overall_signs[0] < now - max(seconds, 3.0):
-            self._overall_signs.popleft()
-        if len(self._overall_signs) < self.OVERALL_SIGNS:
-            return False
         self._all_paused_until = max(self._all_paused_until, until)
+        # The server's clock disagrees with ours more than the margin allows (a loaded machine,
+        # a slow network): send a little slower from now on; `_recover` speeds up again.
+        self._set_slowdown(max(self.MIN_SLOWDOWN, self.slowdown * 0.95), now)
         return True
+
+    def _overall_bucket(self) -> Bucket | None:
+        if not self.global_per_s:
+            return None
+        return window_bucket(
+            self.global_per_s,
+            1.0,
+            burst=max(1, round(self.global_per_s * self.GLOBAL_BURST)),
+            margin=1 - (1 - self.GLOBAL_MARGIN) * self.slowdown,
+        )
+
+    def _set_slowdown(self, slowdown: float, now: float) -> None:
+        self.slowdown = slowdown
+        self._slowed_at = now
+        self._global = self._overall_bucket()
+
+    def _recover(self, now: float) -> None:
+        """Ten quiet seconds after a slowdown: 2 % faster, back up to the full rate."""
+        if self.slowdown < 1.0 and now - self._slowed_at > 10.0:
+            self._set_slowdown(min(1.0, self.slowdown * 1.02), now)
 
     def _pause_left(self, chat_id: int, now: float) -> float:
         left = max(self._paused.get(chat_id, 0.0), self._all_paused_until) - now
@@ -276,6 +285,7 @@ class DeliveryLimiter:
         returns. True when the chat's own buckets were idle: a 429 then means the overall
         quota ran out."""
         loop = asyncio.get_running_loop()
+        self._recover(loop.time())
         chat = self._chat(chat_id)
         group = self._group(chat_id) if is_group else None
         while True:

@@ -164,7 +164,8 @@ async def test_429_waits_retry_after_for_that_chat_and_costs_no_attempt(
 async def test_a_long_retry_after_goes_back_to_the_database(
     db: Database, clock: FrozenClock
 ) -> None:
-    await queue(db, clock, (1, "first"), (1, "second"), (2, "other"))
+    # "other" goes first: chat 1's bucket was idle, so its 429 pauses every chat for 30 s.
+    await queue(db, clock, (2, "other"), (1, "first"), (1, "second"))
     transport = ScriptedTransport()
     transport.script[1] = [Throttled(sender_module.MAX_INLINE_WAIT + 20)]
     assert await sender(db, transport, clock).drain() == 1
@@ -178,12 +179,12 @@ async def test_a_long_retry_after_goes_back_to_the_database(
     assert transport.texts(1) == ["first", "second"]
 
 
-async def test_429s_from_several_idle_chats_pause_every_chat() -> None:
+async def test_a_429_on_an_idle_chat_pauses_every_chat() -> None:
     limiter = DeliveryLimiter(global_per_s=None, group_per_min=None, chat_per_s=1)
-    assert not limiter.throttled(1, 0.2, chat_was_idle=True)
     assert not limiter.throttled(2, 0.2, chat_was_idle=False)  # its own quota: that chat only
-    assert not limiter.throttled(3, 0.2, chat_was_idle=True)
-    assert limiter.throttled(4, 0.2, chat_was_idle=True)
+    assert limiter.slowdown == 1.0
+    assert limiter.throttled(1, 0.2, chat_was_idle=True)  # the overall quota: everyone
+    assert limiter.slowdown == 0.95  # and a little slower from now on
     loop = asyncio.get_running_loop()
     start = loop.time()
     await limiter.turn(99, False)

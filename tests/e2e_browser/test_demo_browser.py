@@ -162,6 +162,8 @@ class BrowserDriver:
         await expect(self.page.locator("#advance")).to_be_enabled()
 
     async def snapshot(self, name: str) -> None:
+        # The state, without the toast of an earlier press (it fades after three seconds).
+        await self.page.evaluate("document.getElementById('toast').hidden = true")
         await self.page.screenshot(path=str(self.shots / f"{name}.png"))
 
 

@@ -100,6 +100,10 @@ function wire() {
     if (!event.target.closest("#command-menu") && event.target.id !== "menu-button") $("command-menu").hidden = true;
     if (!event.target.closest("#attach-menu") && event.target.id !== "attach") $("attach-menu").hidden = true;
   });
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape") return;
+    for (const id of ["persona-panel", "command-menu", "attach-menu"]) $(id).hidden = true;
+  });
   $("send").addEventListener("click", () => sendComposer());
   $("input").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
