@@ -59,12 +59,16 @@ def department(index: int) -> str:
 
 
 def duty_rows(count: int, due_every: int) -> Iterator[dict[str, Any]]:
-    """The duties: every `due_every`-th is due today, the others later (1 to 90 days)."""
+    """The duties: every `due_every`-th is due today, the others later (1 to 90 days). The due
+    ones are the `n`-th due duty's, spread over every inspection, department and kind (the
+    duty's own index would put them all in one department)."""
     created = NOW - timedelta(days=30)
     for i in range(count):
-        inspection = i % INSPECTIONS
-        kind = KINDS[i % len(KINDS)]
-        member = inspection * 2 + (i // len(KINDS)) % 2  # one of the inspection's two seats
+        due = i % due_every == 0
+        n = i // due_every if due else i
+        inspection = n % INSPECTIONS
+        kind = KINDS[n % len(KINDS)]
+        member = inspection * 2 + (n // len(KINDS)) % 2  # one of the inspection's two seats
         inspector_id: int | None = None
         role = "inspector"
         if kind in ("confirm", "cosign", "followup"):
@@ -85,8 +89,8 @@ def duty_rows(count: int, due_every: int) -> Iterator[dict[str, Any]]:
             "done_at": None,
             "supervision_deadline": None,
         }
-        if i % due_every == 0:
-            ladder = (i // due_every) % 20
+        if due:
+            ladder = n // DEPARTMENTS % 20  # independent of the department (n % 20)
             if ladder < 12:  # the reminder date has come (deadline Wednesday)
                 row.update(stage=0, deadline=TODAY + timedelta(days=2), next_check_on=TODAY)
             elif ladder < 17:  # the deadline passed last Wednesday

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from jinja2 import Template
 from markupsafe import Markup
@@ -682,8 +682,7 @@ class _Digest:
     entries: list[tuple[NoticeView, DutyView]] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class DigestEntry:
+class DigestEntry(NamedTuple):
     """One line of a digest (templates/notices/digest_entries.j2), its parts ready to print."""
 
     index: int

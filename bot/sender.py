@@ -853,13 +853,14 @@ class Sender:
             await asyncio.sleep(max(0.0, last + FLUSH_EVERY - loop.time()))
             last = loop.time()
             try:
-                await self._flush()
+                await self._flush(everything=False)
             except Exception:
                 log.exception("could not record outbox results; retrying")
                 await asyncio.sleep(1)
 
-    async def _flush(self) -> None:
-        """Write results in batches: a few hundred rows per transaction instead of one each."""
+    async def _flush(self, *, everything: bool = True) -> None:
+        """Write results in batches: dozens of rows per transaction instead of one each. The
+        flush loop writes one batch per `FLUSH_EVERY`; shutdown writes until none are left."""
         async with self._flush_lock:
             while self._results:
                 batch, self._results = self._results, []
@@ -873,6 +874,8 @@ class Sender:
                 for done in batch:
                     self._held.pop(done.row.id, None)
                 self._changed.set()
+                if not everything:
+                    break
 
     async def _record(self, batch: list[_Done]) -> None:
         sent = [
