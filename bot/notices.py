@@ -90,7 +90,9 @@ _ACTIVE_SEATS = (
     AssignmentStatus.CONFIRMED,
     AssignmentStatus.RECUSAL_REQUESTED,
 )
-_CHUNK = 500
+_CHUNK = 5000
+"""Ids per ``IN (…)`` when loading what notices show: under SQLite's and asyncpg's limits on
+bind parameters (32,766), and few queries for a sweep's thousands of duties."""
 
 
 def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -685,7 +687,8 @@ class _Digest:
 class DigestEntry(NamedTuple):
     """One line of a digest (templates/notices/digest_entries.j2), its parts ready to print."""
 
-    index: int
+    order: int
+    """The line's number in the digest (1, 2, …, across its messages)."""
     number: str | None
     label: str
     department: str
@@ -700,7 +703,7 @@ DIGEST_NAME_MAX = 40
 """A digest line cuts a longer target name (/notices shows it whole)."""
 
 
-def digest_entry(index: int, notice: NoticeView, duty: DutyView) -> DigestEntry:
+def digest_entry(order: int, notice: NoticeView, duty: DutyView) -> DigestEntry:
     """A notice as a digest line: the deadline that matters now (a 怠政督办单's new one,
     otherwise the duty's); a group's duty (``public()``) has no target or responsible."""
     if notice.kind == SUPERVISION and notice.new_deadline_text:
@@ -711,7 +714,7 @@ def digest_entry(index: int, notice: NoticeView, duty: DutyView) -> DigestEntry:
     if target and len(target) > DIGEST_NAME_MAX:
         target = target[: DIGEST_NAME_MAX - 1] + "…"
     return DigestEntry(
-        index=index,
+        order=order,
         number=notice.number,
         label=duty.label,
         department=duty.department,

@@ -242,8 +242,14 @@ async def test_outbox_messages_reach_people_and_403_is_recorded(harness: Harness
     never_opened = h.person(802, "乙", started=False)
     async with h.services.db.session() as session:
         for user in (reachable, never_opened):
-            await enqueue(session, key=f"t:{user}", chat_id=user, text="<b>通知</b>",
-                          now=h.services.clock.now(), buttons=[[("好", "x")]])
+            await enqueue(
+                session,
+                key=f"t:{user}",
+                chat_id=user,
+                text="<b>通知</b>",
+                now=h.services.clock.now(),
+                buttons=[[("好", "x")]],
+            )
     assert await h.deliver() == 1
     message = h.fake.last_bot_message(reachable)
     assert message.text == "通知" and message.button_texts() == ["好"]

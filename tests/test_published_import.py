@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import re
 import shutil
+import tempfile
 import unicodedata
 from collections.abc import Callable
 from datetime import timedelta
@@ -100,6 +101,9 @@ def rebuilt(src: Path, out: Path, edit: Callable[[list[list[Any]]], None]) -> Pa
 async def run(
     db: Database, clock: FrozenClock, path: Path, kind: str | None = "items", **kwargs: Any
 ) -> ImportReport:
+    # Reports go to a scratch folder, never next to the committed test data.
+    if path.parent == DATA:
+        kwargs.setdefault("error_dir", Path(tempfile.mkdtemp(prefix="dsr-report-")))
     return await import_file(
         db, path, kind=kind, actor="test", clock=clock, max_bytes=MAX_BYTES, **kwargs
     )
