@@ -23,7 +23,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.dossier import (
     CLOSED_INSPECTIONS,
     DEFAULT_TIMEZONE,
-    LIVE_SEATS,
     Dossier,
     department_contacts,
     inspector_chat,
@@ -39,6 +38,7 @@ from bot.render import render, text
 from bot.telegram import AssignmentCb, RecusalCb, ResultCb
 from storage.audit import record
 from storage.models import (
+    LIVE_SEATS,
     Assignment,
     AssignmentStatus,
     Duty,

@@ -16,8 +16,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.clock import to_local
 from bot.workdays import Calendar
 from storage.models import (
+    LIVE_SEATS,
     Assignment,
-    AssignmentStatus,
     CheckItem,
     Department,
     Draw,
@@ -36,12 +36,6 @@ DEFAULT_TIMEZONE = "Asia/Shanghai"  # bot.config.Settings.timezone's default
 
 # Inspections nobody works on any more.
 CLOSED_INSPECTIONS = (InspectionStatus.CANCELLED, InspectionStatus.SHORTFALL)
-# Seats that still count: not recused, not withdrawn by a void or a merge (issue #3).
-LIVE_SEATS = (
-    AssignmentStatus.PENDING,
-    AssignmentStatus.CONFIRMED,
-    AssignmentStatus.RECUSAL_REQUESTED,
-)
 
 
 def due_after(

@@ -40,6 +40,7 @@ from bot.tasks import mode_of, percent
 from bot.telegram import DrawCb
 from storage.audit import record
 from storage.models import (
+    LIVE_SEATS,
     Assignment,
     AssignmentStatus,
     ChatBinding,
@@ -64,11 +65,6 @@ from storage.models import (
 
 log = logging.getLogger(__name__)
 
-LIVE_SEATS = (
-    AssignmentStatus.PENDING,
-    AssignmentStatus.CONFIRMED,
-    AssignmentStatus.RECUSAL_REQUESTED,
-)
 # An open inspection keeps its target out of other draws (DOMAIN §4) ...
 OPEN_INSPECTIONS = (
     InspectionStatus.ASSIGNED,

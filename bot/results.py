@@ -26,7 +26,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.dossier import (
     CLOSED_INSPECTIONS,
     DEFAULT_TIMEZONE,
-    LIVE_SEATS,
     Dossier,
     department_contacts,
     department_names,
@@ -43,6 +42,7 @@ from bot.render import render, text
 from bot.telegram import CoSignCb, ResultCb, ReviewCb
 from storage.audit import record
 from storage.models import (
+    LIVE_SEATS,
     Assignment,
     AssignmentStatus,
     CoSignature,

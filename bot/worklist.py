@@ -16,7 +16,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.assignments import pending_recusals
 from bot.dossier import (
     CLOSED_INSPECTIONS,
-    LIVE_SEATS,
     department_names,
     liaison_departments_of,
 )
@@ -24,6 +23,7 @@ from bot.followups import pending_transfers
 from bot.people import Identity
 from bot.results import waiting_reviews
 from storage.models import (
+    LIVE_SEATS,
     Assignment,
     AssignmentStatus,
     CoSignature,

@@ -347,6 +347,14 @@ class AssignmentStatus(StrEnum):
     WITHDRAWN = "withdrawn"  # issue 3: the draw that gave the seat was voided, or it moved (merge)
 
 
+# Seats that still count: not recused, not withdrawn by a void or a merge.
+LIVE_SEATS = (
+    AssignmentStatus.PENDING,
+    AssignmentStatus.CONFIRMED,
+    AssignmentStatus.RECUSAL_REQUESTED,
+)
+
+
 class Assignment(SQLModel, table=True):
     """An inspector's seat in an inspection's group."""
 
