@@ -27,8 +27,9 @@ never go to a group).
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from functools import lru_cache
@@ -408,10 +409,15 @@ async def allocate_numbers(session: AsyncSession, kind: str, year: int, count: i
 def decision_buttons(notice_id: int) -> Keyboard:
     return [
         [
-            (text("notice.button.hold"), NoticeCb(action="hold", notice_id=notice_id).pack()),
-            (text("notice.button.exempt"), NoticeCb(action="exempt", notice_id=notice_id).pack()),
+            (_label("hold"), NoticeCb(action="hold", notice_id=notice_id).pack()),
+            (_label("exempt"), NoticeCb(action="exempt", notice_id=notice_id).pack()),
         ]
     ]
+
+
+@lru_cache(maxsize=8)
+def _label(button: str) -> str:
+    return text(f"notice.button.{button}")
 
 
 def reason_buttons(notice_id: int, decision: str) -> Keyboard:
@@ -521,11 +527,18 @@ async def issue(
     today: date,
     calendar: Calendar,
     office_admins: Iterable[int],
+    meanwhile: Callable[[], Awaitable[None]] | None = None,
 ) -> Issued:
     """Record the notices, number them, and queue their messages (each notice's own, and one
-    digest per copied recipient), in the caller's transaction."""
+    digest per copied recipient), in the caller's transaction.
+
+    Rendering thousands of messages is CPU work that needs no database: it runs in a worker
+    thread while the database does ``meanwhile()``, the caller's other writes in this
+    transaction (the sweeper's duty updates; always called, once)."""
     result = Issued()
     if not issues:
+        if meanwhile is not None:
+            await meanwhile()
         return result
     year = today.year
     seqs: dict[int, int] = {}
@@ -534,6 +547,60 @@ async def issue(
         if ordered:
             first = await allocate_numbers(session, kind, year, len(ordered))
             seqs.update({duty_id: first + n for n, duty_id in enumerate(ordered)})
+    ids = await _record(session, issues, seqs, now=now, year=year)
+    people = await load_people(session, office_admins)
+    subjects = await load_subjects(
+        session, (i.duty.inspection_id for i in issues if i.duty.inspection_id is not None)
+    )
+    await load_inspector_names(
+        session,
+        people,
+        (
+            inspector
+            for i in issues
+            for inspector in _responsible_inspectors(
+                i.duty, subjects.get(i.duty.inspection_id or 0)
+            )
+        ),
+    )
+    batch = _Batch(
+        issues=issues,
+        ids=ids,
+        seqs=seqs,
+        supervision_numbers=await _supervision_numbers(
+            session, [i.duty.id for i in issues if i.kind == ACCOUNTABILITY]
+        ),
+        people=people,
+        subjects=subjects,
+        calendar=calendar,
+        today=today,
+    )
+    # The worker thread starts after the reads and the insert: their many round trips would
+    # each wait for the interpreter while it renders; ``meanwhile()`` is a few statements.
+    composing = asyncio.ensure_future(asyncio.to_thread(_compose, batch))
+    try:
+        if meanwhile is not None:
+            await meanwhile()
+    finally:
+        own, copies = await composing
+    await enqueue_many(session, [*own, *copies], now=now)
+    result.reminders = sum(1 for i in issues if i.kind == REMINDER)
+    result.supervisions = sum(1 for i in issues if i.kind == SUPERVISION)
+    result.accountabilities = sum(1 for i in issues if i.kind == ACCOUNTABILITY)
+    result.messages = len(own) + len(copies)
+    result.digests = len(copies)
+    return result
+
+
+async def _record(
+    session: AsyncSession,
+    issues: Sequence[Issue],
+    seqs: dict[int, int],
+    *,
+    now: datetime,
+    year: int,
+) -> list[int]:
+    """Insert the notices; their ids, in the order of ``issues``."""
     rows = [
         {
             "duty_id": i.duty.id,
@@ -552,64 +619,8 @@ async def issue(
     inserted = await session.exec(
         NOTICE.insert().returning(NOTICE.c.id, NOTICE.c.duty_id, NOTICE.c.kind), params=rows
     )
-    notice_ids = {(duty_id, kind): notice_id for notice_id, duty_id, kind in inserted}
-
-    people = await load_people(session, office_admins)
-    subjects = await load_subjects(
-        session, (i.duty.inspection_id for i in issues if i.duty.inspection_id is not None)
-    )
-    await load_inspector_names(
-        session,
-        people,
-        (
-            inspector
-            for i in issues
-            for inspector in _responsible_inspectors(
-                i.duty, subjects.get(i.duty.inspection_id or 0)
-            )
-        ),
-    )
-    supervision_numbers = await _supervision_numbers(
-        session, [i.duty.id for i in issues if i.kind == ACCOUNTABILITY]
-    )
-    own: list[Envelope] = []
-    digests: dict[int, _Digest] = {}
-    for item in issues:
-        duty = item.duty
-        subject = subjects.get(duty.inspection_id or 0)
-        notice = NoticeView(
-            id=notice_ids[(duty.id, item.kind)],
-            kind=item.kind,
-            number=number_label(item.kind, year, seqs.get(duty.id)),
-            year=year,
-            issued_on=today,
-            new_deadline=item.new_deadline,
-            new_deadline_text=day_text(item.new_deadline) if item.new_deadline else None,
-            estimated=item.new_deadline is not None
-            and calendar.estimated_between(today, item.new_deadline),
-            status="open",
-            supervision_number=supervision_numbers.get(duty.id),
-        )
-        view = duty_view(duty, people, subject, calendar, today)
-        to = route(item.kind, duty, subject, people)
-        own.extend(_own_messages(notice, duty, view, to))
-        for chat in to.copies:
-            digests.setdefault(chat, _Digest(chat, False)).entries.append((notice, view))
-        if to.group_copies:
-            public = view.public()
-            for chat in to.group_copies:
-                digests.setdefault(chat, _Digest(chat, True)).entries.append((notice, public))
-        if item.kind == REMINDER:
-            result.reminders += 1
-        elif item.kind == SUPERVISION:
-            result.supervisions += 1
-        else:
-            result.accountabilities += 1
-    copies = [part for digest in digests.values() for part in _digest_messages(digest, today)]
-    await enqueue_many(session, [*own, *copies], now=now)
-    result.messages = len(own) + len(copies)
-    result.digests = len(copies)
-    return result
+    found = {(duty_id, kind): notice_id for notice_id, duty_id, kind in inserted}
+    return [found[(i.duty.id, i.kind)] for i in issues]
 
 
 async def _supervision_numbers(session: AsyncSession, duty_ids: Sequence[int]) -> dict[int, str]:
@@ -627,6 +638,33 @@ async def _supervision_numbers(session: AsyncSession, duty_ids: Sequence[int]) -
     return found
 
 
+# --- composing a batch's messages ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What composing a batch's messages needs, read from the database beforehand."""
+
+    issues: Sequence[Issue]
+    ids: list[int]
+    """The notices' ids, in the order of ``issues``."""
+    seqs: dict[int, int]
+    supervision_numbers: dict[int, str]
+    people: People
+    subjects: dict[int, Subject]
+    calendar: Calendar
+    today: date
+
+
+@dataclass(slots=True)
+class _Digest:
+    """One recipient's copies in one batch: (notice, the duty as this chat may read it)."""
+
+    chat_id: int
+    is_group: bool
+    entries: list[tuple[NoticeView, DutyView]] = field(default_factory=list)
+
+
 _OWN_TEMPLATES = {
     REMINDER: "notices/reminder.j2",
     SUPERVISION: "notices/supervision.j2",
@@ -634,11 +672,46 @@ _OWN_TEMPLATES = {
 }
 
 
+def _compose(batch: _Batch) -> tuple[list[Envelope], list[Envelope]]:
+    """The batch's messages: each notice's own, and the digests. Pure (no database), so it runs
+    in a worker thread."""
+    today, calendar, people = batch.today, batch.calendar, batch.people
+    year = today.year
+    own: list[Envelope] = []
+    digests: dict[int, _Digest] = {}
+    for item, notice_id in zip(batch.issues, batch.ids, strict=True):
+        duty = item.duty
+        subject = batch.subjects.get(duty.inspection_id or 0)
+        notice = NoticeView(
+            id=notice_id,
+            kind=item.kind,
+            number=number_label(item.kind, year, batch.seqs.get(duty.id)),
+            year=year,
+            issued_on=today,
+            new_deadline=item.new_deadline,
+            new_deadline_text=day_text(item.new_deadline) if item.new_deadline else None,
+            estimated=item.new_deadline is not None
+            and calendar.estimated_between(today, item.new_deadline),
+            status="open",
+            supervision_number=batch.supervision_numbers.get(duty.id),
+        )
+        view = duty_view(duty, people, subject, calendar, today)
+        to = route(item.kind, duty, subject, people)
+        if to.own:
+            own.extend(_own_messages(notice, duty, view, to))
+        for chat in to.copies:
+            digests.setdefault(chat, _Digest(chat, False)).entries.append((notice, view))
+        if to.group_copies:
+            public = view.public()
+            for chat in to.group_copies:
+                digests.setdefault(chat, _Digest(chat, True)).entries.append((notice, public))
+    copies = [message for digest in digests.values() for message in _digest_messages(digest, today)]
+    return own, copies
+
+
 def _own_messages(notice: NoticeView, duty: DutyRow, view: DutyView, to: Route) -> list[Envelope]:
     """The notice's own message to each of ``to.own``: the full text privately, the group card
     (no target details) in an office group; a 失职问责单 carries the 问责 / 免责 buttons."""
-    if not to.own:
-        return []
     if to.own_group:
         body = _render("notices/accountability_group.j2", notice=notice, duty=view.public())
     else:
@@ -670,18 +743,12 @@ TELEGRAM_LIMIT = 4096
 parsed; a digest measures its HTML, which is never shorter."""
 DIGEST_BRIEF = 5
 """A digest of more entries than this ends with the hint to use /notices for the details."""
+DIGEST_NAME_MAX = 40
+"""A digest line cuts a longer target name (/notices shows it whole)."""
 _HEADING = 24
-"""What a section heading adds to a part, at most (a blank line, the kind, the tags)."""
-_SEPARATOR = Markup("\x1f")  # ends each rendered entry; passed in, so never escaped away
-
-
-@dataclass(slots=True)
-class _Digest:
-    """One recipient's copies in one batch: (notice, the duty as this chat may read it)."""
-
-    chat_id: int
-    is_group: bool
-    entries: list[tuple[NoticeView, DutyView]] = field(default_factory=list)
+"""What a section heading adds to a message, at most (a blank line, the kind, the tags)."""
+_SEPARATOR = Markup("\x00")
+"""Ends each rendered entry: passed in, so never escaped; not whitespace, so never stripped."""
 
 
 class DigestEntry(NamedTuple):
@@ -697,10 +764,6 @@ class DigestEntry(NamedTuple):
     deadline_label: str
     deadline: str
     estimated: bool
-
-
-DIGEST_NAME_MAX = 40
-"""A digest line cuts a longer target name (/notices shows it whole)."""
 
 
 def digest_entry(order: int, notice: NoticeView, duty: DutyView) -> DigestEntry:
@@ -741,18 +804,16 @@ def _units(body: str) -> int:
 
 
 def _digest_messages(digest: _Digest, today: date) -> list[Envelope]:
-    """The recipient's digest: its entries by kind (督办 before 提醒), department and number, in
+    """The recipient's digest: its entries by kind (督办 before 提醒), department and notice, in
     as many messages as Telegram's limit needs. Each is keyed by the first and last notice id it
-    covers (the batch's notices are its own: no other batch, and no second sweeper, can come to
-    the same key, and a batch that rolls back queued nothing) and its part number."""
-    ordered = sorted(
-        digest.entries, key=lambda e: (-RANK[e[0].kind], e[1].department_code, e[0].id)
-    )
-    entries = [digest_entry(n, notice, duty) for n, (notice, duty) in enumerate(ordered, 1)]
-    kinds = [notice.kind for notice, _ in ordered]
-    departments = len({duty.department_code for _, duty in ordered}) > 1
-    rendered = _template("notices/digest_entries.j2").render(
-        entries=entries, departments=departments, sep=_SEPARATOR
+    covers and its part number: the batch's notices are its own, so no other batch, and no
+    second sweeper, can come to the same key, and a batch that rolls back queued nothing."""
+    digest.entries.sort(key=lambda e: (-RANK[e[0].kind], e[1].department_code, e[0].id))
+    entries = [digest_entry(n, notice, duty) for n, (notice, duty) in enumerate(digest.entries, 1)]
+    kinds = [notice.kind for notice, _ in digest.entries]
+    departments = len({duty.department_code for _, duty in digest.entries}) > 1
+    rendered = _render(
+        "notices/digest_entries.j2", entries=entries, departments=departments, sep=_SEPARATOR
     )
     lines = [Markup(line.strip()) for line in rendered.split(_SEPARATOR)[:-1]]
     if len(lines) != len(entries):  # the separator inside a name: one entry at a time
@@ -789,12 +850,12 @@ def _digest_messages(digest: _Digest, today: date) -> list[Envelope]:
         if not parts or used + size + _HEADING > budget:
             parts.append([])
             used = 0
-            kind_before = None  # a part that goes on with a section repeats its heading
+            kind_before = None  # a message that goes on with a section repeats its heading
         heading = _kind_name(kind) if sections and kind != kind_before else None
         parts[-1].append((heading, line))
         used += size + (_HEADING if heading else 0)
         kind_before = kind
-    ids = [notice.id for notice, _ in ordered]
+    ids = [notice.id for notice, _ in digest.entries]
     covered = f"{min(ids)}-{max(ids)}"
     return [
         Envelope(

@@ -21,7 +21,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Dialect, Table, bindparam
+from sqlalchemy import JSON, Dialect, Table, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -92,20 +92,31 @@ COLUMNS = tuple(_row(Envelope("", 0, ""), datetime.min))
 @dataclass(frozen=True)
 class _Statement:
     """The INSERT … ON CONFLICT (idem_key) DO NOTHING of ``COLUMNS``, compiled for a dialect,
-    with each parameter's bind processor (the column type's conversion for the driver)."""
+    with the bind processors of its parameters (the column types' conversions for the driver:
+    booleans and datetimes on SQLite, JSON)."""
 
     sql: str
     columns: tuple[str, ...]
-    processors: tuple[Callable[[Any], Any] | None, ...]
+    processing: tuple[tuple[int, Callable[[Any], Any], bool], ...]
+    """(parameter, processor, whether its values repeat: worth remembering) for each parameter
+    that has a processor."""
 
-    def values(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        # None stays None: SQL NULL, not a JSON "null" for a message without buttons.
-        return tuple(
-            value if value is None or process is None else process(value)
-            for value, process in zip(
-                map(row.__getitem__, self.columns), self.processors, strict=True
-            )
-        )
+    def values(self, row: dict[str, Any], memo: dict[tuple[int, Any], Any]) -> tuple[Any, ...]:
+        """The driver's parameters for ``row``; ``memo`` keeps conversions of repeated values
+        (the batch's timestamps) from one row to the next."""
+        out = [row[name] for name in self.columns]
+        for at, process, repeated in self.processing:
+            value = out[at]
+            if value is None:  # SQL NULL, not a JSON "null" for a message without buttons
+                continue
+            if repeated:
+                key = (at, value)
+                if key not in memo:
+                    memo[key] = process(value)
+                out[at] = memo[key]
+            else:
+                out[at] = process(value)
+        return tuple(out)
 
 
 @lru_cache(maxsize=8)
@@ -121,10 +132,13 @@ def _statement(dialect: Dialect) -> _Statement:
     columns = tuple(compiled.positiontup or ())
     if sorted(columns) != sorted(COLUMNS):  # a column with a default outside the mapping
         raise RuntimeError(f"outbox insert binds {columns}, the mapping has {COLUMNS}")
-    processors = tuple(
-        OUTBOX.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
-    )
-    return _Statement(compiled.string, columns, processors)
+    processing = []
+    for at, name in enumerate(columns):
+        kind = OUTBOX.c[name].type
+        process = kind.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            processing.append((at, process, not isinstance(kind, JSON)))
+    return _Statement(compiled.string, columns, tuple(processing))
 
 
 async def enqueue(
@@ -146,7 +160,8 @@ async def enqueue(
     )
     connection = await session.connection()
     statement = _statement(connection.dialect)
-    result = await connection.exec_driver_sql(statement.sql, statement.values(_row(message, now)))
+    values = statement.values(_row(message, now), {})
+    result = await connection.exec_driver_sql(statement.sql, values)
     return bool(result.rowcount)
 
 
@@ -162,6 +177,7 @@ async def enqueue_many(
         return
     connection = await session.connection()
     statement = _statement(connection.dialect)
+    memo: dict[tuple[int, Any], Any] = {}
     for start in range(0, len(messages), CHUNK):
-        rows = [statement.values(_row(m, now)) for m in messages[start : start + CHUNK]]
+        rows = [statement.values(_row(m, now), memo) for m in messages[start : start + CHUNK]]
         await connection.exec_driver_sql(statement.sql, rows)

@@ -314,8 +314,8 @@ async def _sweep_batch(
         today=today,
         calendar=calendar,
         office_admins=settings.office_admins,
+        meanwhile=lambda: _move_on(session, steps),  # while the messages are rendered
     )
-    await _move_on(session, steps)
     report.batches += 1
     report.due += len(duties)
     report.planned += sum(1 for _, step in steps if step.notice is None)

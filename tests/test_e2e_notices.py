@@ -28,6 +28,7 @@ from tests.test_sweeper import (
     beijing,
     build_world,
     open_confirm,
+    open_many,
 )
 
 
@@ -111,6 +112,39 @@ async def test_ladder_as_people_see_it_then_exemption(harness: Harness, settings
         ).one()
     assert (notice.decision, notice.decision_reason) == ("免责", "受技术条件限制未能发现问题")
     assert notice.decided_by == f"tg:{OFFICE}" and audit.entity_id == str(notice.id)
+
+
+async def test_copies_arrive_as_one_digest(harness: Harness, settings: Settings) -> None:
+    """A morning with many notices: the responsible inspector gets each reminder; the liaison,
+    the department group and the office group each get one list (in as many messages as
+    Telegram's 4096 characters need: the fake refuses longer ones)."""
+    h = harness
+    await setup(h)
+    clock = clock_of(h)
+    await open_many(h.services.db, clock, 2, date(2026, 3, 3))  # reminded today
+    await open_many(h.services.db, clock, 100, date(2026, 2, 27))  # overdue: 督办
+    report = await sweep(h.services.db, clock, settings)
+    assert (report.reminders, report.supervisions) == (2, 100)
+    await h.deliver()
+
+    own = [text_of(m) for m in h.fake.sent_by_bot(ZHANG)]
+    assert len(own) == 2 and all("懒政提醒单" in t and TARGET_NAME in t for t in own)
+    liaison = [text_of(m) for m in h.fake.sent_by_bot(LIAISON)]
+    assert len(liaison) == report.digests - len(h.fake.sent_by_bot(DEPARTMENT_GROUP)) - len(
+        h.fake.sent_by_bot(OFFICE_GROUP)
+    )
+    assert len(liaison) > 1 and all("新签发 102 份" in t for t in liaison)
+    assert "（1/" in liaison[0] and "/notices" in liaison[-1]
+    listed = "\n".join(liaison)
+    assert all(f"督〔2026〕{n}号" in listed for n in range(1, 101))
+    for group in (DEPARTMENT_GROUP, OFFICE_GROUP):
+        texts = [text_of(m) for m in h.fake.sent_by_bot(group)]
+        assert texts and all("怠政督办单 100 份" in t for t in texts)
+        assert all(TARGET_NAME not in t and "张三" not in t for t in texts)
+
+    # /notices has the details behind the list.
+    details = unique_text(await h.send(LIAISON, "/notices"))
+    assert "督〔2026〕" in details and TARGET_NAME in details
 
 
 async def test_typed_reason_and_a_second_press(harness: Harness, settings: Settings) -> None:

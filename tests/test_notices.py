@@ -3,29 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import date
+from datetime import date, datetime
 from io import BytesIO
 from pathlib import Path
 
 import pytest
 from openpyxl import load_workbook
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
 from bot.clock import FrozenClock
 from bot.config import Settings
 from bot.duties import complete_duty, day_text, deadline_text, load_calendar, open_duty
 from bot.notices import (
+    DutyRow,
     NoticeProblem,
+    People,
+    Route,
     Scope,
+    Subject,
     allocate_numbers,
     decide,
+    decision_buttons,
     export_notices,
     list_pending,
     number_label,
     reason_buttons,
     reason_text,
+    route,
 )
+from bot.outbox import Document, Envelope, enqueue, enqueue_many
 from bot.sweeper import sweep
+from bot.telegram import NoticeCb
 from bot.workdays import Calendar
 from storage.db import Database
 from storage.models import Notice, NoticeCounter, OutboxMessage
@@ -62,6 +70,110 @@ def test_labels() -> None:
         "拒绝或拖延执行抽查任务",
     ]
     assert all(len(data.encode()) <= 64 for row in reason_buttons(10**9, "e") for _, data in row)
+    ((hold, hold_data), (exempt, exempt_data)), *_ = decision_buttons(17)
+    assert (hold, exempt) == ("⚖️ 问责", "✅ 免责")
+    assert hold_data == NoticeCb(action="hold", notice_id=17).pack()
+    assert exempt_data == NoticeCb(action="exempt", notice_id=17).pack()
+
+
+def _people(*, office_group: bool) -> People:
+    people = People(office=[701, 1000], departments={"SJJ": "县市场监督管理局"})
+    people.inspectors[1].append(501)
+    people.inspectors[2].append(502)
+    people.liaisons["SJJ"].extend([601, 602])
+    people.department_groups["SJJ"].append(-2001)
+    if office_group:
+        people.office_groups.append(-3001)
+    return people
+
+
+def _row(role: str, inspector_id: int | None = None) -> DutyRow:
+    return DutyRow(
+        1, "confirm", "x", 9, inspector_id, role, "SJJ", date(2026, 3, 4), 0, None, datetime.now()
+    )
+
+
+def test_route_gives_the_responsible_their_own_and_copies_a_digest() -> None:
+    """Who gets a notice's own message, and who finds it in their digest (bot.notices)."""
+    people = _people(office_group=True)
+    group = Subject("对象", "代码", (), (1, 2))
+    # 懒政提醒单: the responsible person; the liaisons in their digest.
+    assert route("reminder", _row("inspector", 1), group, people) == Route(
+        own=(501,), copies=(601, 602)
+    )
+    assert route("reminder", _row("inspector"), group, people) == Route(  # the group's duty
+        own=(501, 502), copies=(601, 602)
+    )
+    assert route("reminder", _row("liaison"), None, people) == Route(own=(601, 602))
+    assert route("reminder", _row("office"), None, people) == Route(
+        own=(701, 1000), copies=(601, 602)
+    )
+    # 怠政督办单: to the department and the office, in digests; the liaisons' own duty: theirs.
+    assert route("supervision", _row("inspector", 1), group, people) == Route(
+        copies=(601, 602), group_copies=(-2001, -3001)
+    )
+    assert route("supervision", _row("liaison"), None, people) == Route(
+        own=(601, 602), group_copies=(-2001, -3001)
+    )
+    # 失职问责单: the office decides each one: its own card, with buttons.
+    assert route("accountability", _row("inspector", 1), group, people) == Route(
+        own=(-3001,), own_group=True
+    )
+    private = _people(office_group=False)
+    assert route("accountability", _row("liaison"), None, private) == Route(own=(701, 1000))
+    assert route("supervision", _row("inspector", 1), group, private) == Route(
+        copies=(601, 602, 701, 1000), group_copies=(-2001,)
+    )
+    assert route("supervision", _row("office"), None, private) == Route(
+        own=(701, 1000), copies=(601, 602), group_copies=(-2001,)
+    )
+
+
+async def test_enqueue_many_queues_what_enqueue_would(db: Database, clock: FrozenClock) -> None:
+    """One column mapping for both: the same rows, and a key already queued is skipped."""
+    later = clock.now().replace(hour=5)
+    async with db.session() as session:
+        assert await enqueue(session, key="k:0", chat_id=5, text="单条", now=clock.now())
+        await enqueue_many(
+            session,
+            [
+                Envelope("k:0", 5, "重复：跳过"),
+                Envelope("k:1", 5, "按钮", buttons=[[("问责", "n1:hold:1::0")]]),
+                Envelope("k:2", -9, "群", is_group=True, notify_department="SJJ"),
+                Envelope("k:3", 6, "文件", document=Document("a.xlsx", b"PK"), not_before=later),
+                Envelope("k:1", 5, "同一批里重复：跳过"),
+            ],
+            now=clock.now(),
+        )
+        assert not await enqueue(session, key="k:2", chat_id=-9, text="再来", now=clock.now())
+    async with db.read() as session:
+        rows = list(await session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))))
+        nulls = (
+            await session.exec(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(col(OutboxMessage.reply_markup).is_(None))
+            )
+        ).one()
+    assert [(r.idem_key, r.text) for r in rows] == [
+        ("k:0", "单条"),
+        ("k:1", "按钮"),
+        ("k:2", "群"),
+        ("k:3", "文件"),
+    ]
+    assert nulls == 3  # SQL NULL without buttons, not a JSON null
+    assert rows[1].reply_markup == {
+        "inline_keyboard": [[{"text": "问责", "callback_data": "n1:hold:1::0"}]]
+    }
+    assert rows[2].is_group and rows[2].notify_department == "SJJ"
+    assert (rows[3].method, rows[3].document_name, rows[3].document) == (
+        "sendDocument",
+        "a.xlsx",
+        b"PK",
+    )
+    assert rows[3].next_attempt_at == later and rows[0].next_attempt_at == clock.now()
+    assert all(r.status == "pending" and r.attempts == 0 and r.throttled == 0 for r in rows)
+    assert all(r.created_at == clock.now() for r in rows)
 
 
 async def test_numbers_are_gap_free_per_kind_and_year_under_concurrency(db: Database) -> None:

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlmodel import col, func, select
 
 from bot.clock import FrozenClock
@@ -308,6 +310,9 @@ async def test_full_ladder_reaches_the_right_people(
     assert set(sent) == {ZHANG, LIAISON}  # the responsible inspector, copied to the liaison
     assert "懒政提醒单" in sent[ZHANG][0] and TARGET_NAME in sent[ZHANG][0]
     assert "2026年3月4日" in sent[ZHANG][0]
+    (copy,) = sent[LIAISON]  # the liaison's copy: the digest of this sweep, one line here
+    assert "三单汇总" in copy and "懒政提醒单 1 份" in copy
+    assert TARGET_NAME in copy and "张三" in copy and "2026年3月4日" in copy
 
     at(clock, beijing(2026, 3, 4, 18))  # the deadline day itself: nothing yet
     assert (await sweep(db, clock, settings)).due == 0
@@ -316,11 +321,11 @@ async def test_full_ladder_reaches_the_right_people(
     report = await sweep(db, clock, settings)
     assert report.supervisions == 1
     sent = await outbox(db)
-    order = sent[LIAISON][-1]
+    order = sent[LIAISON][-1]  # in the liaison's digest, with the target
     assert "督〔2026〕1号" in order and TARGET_NAME in order and "2026年3月12日" in order
     group = sent[DEPARTMENT_GROUP][0]
     assert "督〔2026〕1号" in group and TARGET_NAME not in group and TARGET_USCC not in group
-    assert "张三" not in group
+    assert "张三" not in group and "督办期限：2026年3月12日" in group
     assert sent[OFFICE_GROUP][0] == group  # copied to the office group, no target details
     assert ZHANG not in sent or len(sent[ZHANG]) == 1
 
@@ -427,8 +432,10 @@ async def test_catch_up_after_downtime_happens_once(
     assert second.due == 0
     numbers = sorted(n.seq or 0 for n in await notices(db))
     assert numbers == [1, 2]
-    # The group's duty (inspect) has no single inspector: the order goes to the liaison.
-    assert len((await outbox(db))[LIAISON]) == 2
+    # Both orders reach the liaison (the group's duty, inspect, too) in one digest.
+    (digest,) = (await outbox(db))[LIAISON]
+    assert "怠政督办单 2 份" in digest and "督〔2026〕1号" in digest and "督〔2026〕2号" in digest
+    assert "实施检查并录入结果" in digest and "张三、李四" in digest
 
 
 async def test_group_duty_reminds_every_member(
@@ -526,9 +533,116 @@ async def test_two_sweepers_at_once_issue_one_notice_each(
     rows = await notices(db)
     assert len(rows) == 40 and sorted(n.seq or 0 for n in rows) == list(range(1, 41))
     async with db.read() as session:
-        queued = (await session.exec(select(func.count()).select_from(OutboxMessage))).one()
-    # Each order: the liaison, the department group, the office group.
-    assert queued == 120
+        queued = list(await session.exec(select(OutboxMessage)))
+    # A review is the liaison's own duty: each order to them on its own; the department and
+    # office groups have them in digests, one per batch (how many batches each sweeper got
+    # is up to the race), and every order in exactly one digest of each group.
+    own = [m for m in queued if m.chat_id == LIAISON]
+    assert len(own) == 40 and all(m.idem_key.startswith("notice:supervision:") for m in own)
+    assert sum(r.messages for r in reports) == len(queued) == 40 + sum(r.digests for r in reports)
+    for group in (DEPARTMENT_GROUP, OFFICE_GROUP):
+        digests = [m for m in queued if m.chat_id == group]
+        assert all(m.idem_key.startswith("notice:digest:") for m in digests)
+        listed = [n for m in digests for n in re.findall(r"督〔2026〕(\d+)号", m.text)]
+        assert sorted(int(n) for n in listed) == list(range(1, 41))
+
+
+async def open_many(db: Database, clock: FrozenClock, count: int, deadline: date) -> None:
+    async with db.session() as session:
+        for n in range(count):
+            await open_duty(
+                session,
+                kind="confirm",
+                subject=f"assignment:bulk:{deadline}:{n}",
+                deadline=deadline,
+                responsible_role="inspector",
+                department_code="SJJ",
+                inspection_id=1,
+                inspector_id=1,
+                now=clock.now(),
+            )
+
+
+def utf16(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+async def test_copies_are_one_digest_per_recipient(
+    db: Database, clock: FrozenClock, settings: Settings
+) -> None:
+    world = await build_world(db, clock.now())
+    assert (world.inspection_id, world.zhang) == (1, 1)
+    await open_many(db, clock, 120, date(2026, 3, 3))  # 1 working day: remind today
+    await open_many(db, clock, 150, date(2026, 2, 27))  # overdue: 督办 at once
+    report = await sweep(db, clock, settings)
+    assert (report.reminders, report.supervisions) == (120, 150)
+    async with db.read() as session:
+        queued = list(await session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))))
+        ids = sorted(n.id or 0 for n in await session.exec(select(Notice)))
+    to = {chat: [m for m in queued if m.chat_id == chat] for chat in {m.chat_id for m in queued}}
+    # The responsible inspector: each reminder on its own (the orders go to the department).
+    assert len(to[ZHANG]) == 120 and all(TARGET_NAME in m.text for m in to[ZHANG])
+    assert set(to) == {ZHANG, LIAISON, DEPARTMENT_GROUP, OFFICE_GROUP}
+    assert report.messages == len(queued) == 120 + report.digests
+
+    liaison = to[LIAISON]  # 270 lines: more than one message can hold
+    parts = len(liaison)
+    assert parts > 1 and all(utf16(m.text) <= 4096 for m in liaison)
+    assert [m.idem_key for m in liaison] == [
+        f"notice:digest:{ids[0]}-{ids[-1]}:{LIAISON}:{part}" for part in range(1, parts + 1)
+    ]
+    for part, message in enumerate(liaison, start=1):
+        assert f"（{part}/{parts}）" in message.text and "新签发 270 份" in message.text
+        assert "怠政督办单 150 份" in message.text and "懒政提醒单 120 份" in message.text
+    text = "\n".join(m.text for m in liaison)
+    assert "/notices" in liaison[-1].text and "/notices" not in liaison[0].text
+    lines = re.findall(r"^(\d+)\. ", text, flags=re.MULTILINE)
+    assert [int(n) for n in lines] == list(range(1, 271))
+    numbers = re.findall(r"督〔2026〕(\d+)号", text)
+    assert sorted(int(n) for n in numbers) == list(range(1, 151))
+    assert text.index("<b>怠政督办单</b>") < text.index("<b>懒政提醒单</b>")
+    assert text.count(TARGET_NAME) == 270 and "责任人：张三" in text
+
+    for group in (DEPARTMENT_GROUP, OFFICE_GROUP):  # the orders only, without targets
+        messages = to[group]
+        assert all(m.is_group and utf16(m.text) <= 4096 for m in messages)
+        text = "\n".join(m.text for m in messages)
+        assert sorted(int(n) for n in re.findall(r"督〔2026〕(\d+)号", text)) == list(range(1, 151))
+        assert TARGET_NAME not in text and TARGET_USCC not in text and "张三" not in text
+        assert "懒政提醒单" not in text
+
+    again = await sweep(db, clock, settings)
+    assert again.due == 0
+    async with db.read() as session:
+        assert (await session.exec(select(func.count()).select_from(OutboxMessage))).one() == len(
+            queued
+        )
+
+
+async def test_a_batch_that_fails_queues_nothing(
+    db: Database, clock: FrozenClock, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash in the middle of a batch: its notices, messages and digests roll back together;
+    the next sweep issues them, exactly once."""
+    import bot.sweeper
+
+    world = await build_world(db, clock.now())
+    await open_confirm(db, world, clock, date(2026, 2, 27))
+    await open_many(db, clock, 3, date(2026, 2, 27))
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(bot.sweeper, "_move_on", broken)
+    with pytest.raises(RuntimeError):
+        await sweep(db, clock, settings)
+    assert await notices(db) == [] and await outbox(db) == {}
+    monkeypatch.undo()
+    assert (await sweep(db, clock, settings)).supervisions == 4
+    assert (await sweep(db, clock, settings)).due == 0
+    sent = await outbox(db)
+    assert [len(sent[chat]) for chat in (LIAISON, DEPARTMENT_GROUP, OFFICE_GROUP)] == [1, 1, 1]
+    assert "怠政督办单 4 份" in sent[LIAISON][0]
 
 
 async def test_reopening_a_finished_duty_starts_a_new_round(
