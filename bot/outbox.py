@@ -32,7 +32,7 @@ Keyboard = list[list[tuple[str, str]]]
 
 OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 CHUNK = 1000
-"""Rows per statement in ``enqueue_many``: bounds memory and PostgreSQL's bind parameters."""
+"""Rows per executemany in ``enqueue_many``: bounds the memory of the converted rows."""
 
 
 def inline_markup(rows: Keyboard | None) -> dict[str, Any] | None:

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -329,23 +329,45 @@ async def _sweep_batch(
 
 UPDATE_CHUNK = 5000
 """Duty ids per UPDATE: under SQLite's and asyncpg's limits on bind parameters."""
+SHARED_STATE = 20
+"""Duties sharing a new state that get one ``UPDATE … WHERE id IN (…)``; fewer go by
+executemany."""
 
 
 async def _move_on(session: AsyncSession, steps: list[tuple[DutyRow, Step]]) -> None:
-    """Write each duty's new stage and next check: one UPDATE … WHERE id IN (…) per distinct new
-    state, since a batch's duties share a few dozen of them (deadlines are dates), rather than
-    one statement execution per duty."""
+    """Write each duty's new stage and next check. A batch's duties share a few dozen new
+    states (deadlines are dates): one UPDATE … WHERE id IN (…) per state shared by many, so
+    the database does the rows in one statement rather than one execution per duty; the odd
+    ones out go in one executemany."""
     by_state: dict[tuple[int, date, date | None], list[int]] = {}
     for duty, step in steps:
         state = (step.stage, step.next_check_on, step.supervision_deadline)
         by_state.setdefault(state, []).append(duty.id)
+    rest: list[dict[str, Any]] = []
     for (stage, next_check_on, limit), ids in by_state.items():
+        if len(ids) < SHARED_STATE:
+            rest.extend(
+                {"b_id": i, "b_stage": stage, "b_next": next_check_on, "b_limit": limit}
+                for i in ids
+            )
+            continue
         for start in range(0, len(ids), UPDATE_CHUNK):
             await session.exec(
                 update(DUTY)
                 .where(DUTY.c.id.in_(ids[start : start + UPDATE_CHUNK]))
                 .values(stage=stage, next_check_on=next_check_on, supervision_deadline=limit)
             )
+    if rest:
+        await session.exec(
+            update(DUTY)
+            .where(DUTY.c.id == bindparam("b_id"))
+            .values(
+                stage=bindparam("b_stage"),
+                next_check_on=bindparam("b_next"),
+                supervision_deadline=bindparam("b_limit"),
+            ),
+            params=rest,
+        )
 
 
 def warning_step(days_left: int, first: int) -> int | None:

@@ -617,6 +617,21 @@ async def test_copies_are_one_digest_per_recipient(
         assert (await session.exec(select(func.count()).select_from(OutboxMessage))).one() == len(
             queued
         )
+        states = await session.exec(
+            select(
+                col(Duty.stage),
+                col(Duty.next_check_on),
+                col(Duty.supervision_deadline),
+                func.count(),
+            )
+            .group_by(col(Duty.stage), col(Duty.next_check_on), col(Duty.supervision_deadline))
+            .order_by(col(Duty.stage))
+        )
+        # Reminded: next look the day after the deadline; supervised: new deadline 9 March.
+        assert list(states) == [
+            (1, date(2026, 3, 4), None, 120),
+            (2, date(2026, 3, 10), date(2026, 3, 9), 150),
+        ]
 
 
 async def test_a_batch_that_fails_queues_nothing(
