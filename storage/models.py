@@ -568,6 +568,9 @@ class Evidence(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     uploaded_by: int = Field(sa_type=BigInteger)
     created_at: datetime
+    # Wrong evidence is withdrawn from a draft, never deleted: who (Telegram user id) and when.
+    withdrawn_at: datetime | None = None
+    withdrawn_by: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class CoSignStatus(StrEnum):
