@@ -30,6 +30,7 @@ from bot.duties import complete_duty, deadline_after, load_calendar, open_duty
 from bot.outbox import Keyboard, enqueue
 from bot.people import Identity
 from bot.render import render, text
+from bot.results import open_inspector_duty
 from bot.telegram import FollowUpCb, TransferCb
 from storage.audit import record
 from storage.models import (
@@ -128,33 +129,24 @@ async def open_followups(
                 session, followup, dossier, item, now=now, today=today, office_admins=office_admins
             )
             continue
+        duties: list[tuple[str, date]] = []
+        entry_from = today
         if item.action == "rectify" and item.rectify_deadline is not None:
-            await open_duty(
+            duties.append(("followup", item.rectify_deadline))
+            entry_from = item.rectify_deadline
+        # The outcome is entered within 20 working days of completion (004 §八).
+        entry_due = deadline_after(calendar, entry_from, "followup_entry", dossier.task_deadlines)
+        duties.append(("followup_entry", entry_due))
+        for kind, deadline in duties:
+            await open_inspector_duty(
                 session,
-                kind="followup",
+                kind=kind,
                 subject=subject,
-                deadline=item.rectify_deadline,
-                responsible_role="inspector",
-                department_code=enterer.department_code,
+                deadline=deadline,
                 inspection_id=result.inspection_id,
                 inspector_id=result.entered_by,
                 now=now,
             )
-            entry_from = item.rectify_deadline
-        else:
-            entry_from = today
-        # The outcome is entered within 20 working days of completion (004 §八).
-        await open_duty(
-            session,
-            kind="followup_entry",
-            subject=subject,
-            deadline=deadline_after(calendar, entry_from, "followup_entry", dossier.task_deadlines),
-            responsible_role="inspector",
-            department_code=enterer.department_code,
-            inspection_id=result.inspection_id,
-            inspector_id=result.entered_by,
-            now=now,
-        )
     if created:
         chat = await inspector_chat(session, result.entered_by)
         if chat is not None:

@@ -1002,15 +1002,11 @@ async def submit(
             continue
         others += 1
         assert row.id is not None
-        inspector = await session.get(Inspector, member.inspector_id)
-        assert inspector is not None
-        await open_duty(
+        inspector = await open_inspector_duty(
             session,
             kind="cosign",
             subject=f"assignment:{member.id}",
             deadline=deadline,
-            responsible_role="inspector",
-            department_code=inspector.department_code,
             inspection_id=turn.inspection_id,
             inspector_id=member.inspector_id,
             now=turn.now,
@@ -1070,6 +1066,33 @@ class Reply:
     text: str = ""
     reason: str = ""
     all_done: bool = False
+
+
+async def open_inspector_duty(
+    session: AsyncSession,
+    *,
+    kind: str,
+    subject: str,
+    deadline: date,
+    inspection_id: int,
+    inspector_id: int,
+    now: datetime,
+) -> Inspector:
+    """A duty of one inspector (their department's liaison is told when it is overdue)."""
+    inspector = await session.get(Inspector, inspector_id)
+    assert inspector is not None
+    await open_duty(
+        session,
+        kind=kind,
+        subject=subject,
+        deadline=deadline,
+        responsible_role="inspector",
+        department_code=inspector.department_code,
+        inspection_id=inspection_id,
+        inspector_id=inspector_id,
+        now=now,
+    )
+    return inspector
 
 
 async def _cancel_duty(session: AsyncSession, *, kind: str, subject: str, now: datetime) -> None:
@@ -1425,15 +1448,11 @@ async def review(
             dossier.window_end,
             due_after(calendar, today, "resubmit", dossier.task_deadlines, RESUBMIT_WORKING_DAYS),
         )
-        enterer = await session.get(Inspector, result.entered_by)
-        assert enterer is not None
-        await open_duty(
+        await open_inspector_duty(
             session,
             kind="inspect",
             subject=f"inspection:{result.inspection_id}",
             deadline=due,
-            responsible_role="inspector",
-            department_code=enterer.department_code,
             inspection_id=result.inspection_id,
             inspector_id=result.entered_by,
             now=now,

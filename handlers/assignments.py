@@ -25,7 +25,7 @@ from bot.outbox import Keyboard
 from bot.people import Identity
 from bot.render import render, text
 from bot.telegram import AssignmentCb
-from handlers.results import show
+from handlers.results import button_message, show
 
 REASON_MIN = 2
 
@@ -68,9 +68,8 @@ async def on_assignment_button(
     identity: Identity,
 ) -> None:
     """确认接收 / 申请回避 / a reason / 返回 / 详情 — each re-checked against the database."""
-    message = query.message
-    if message is None or not isinstance(message, Message):
-        await query.answer(text("result.answer.too_old"), show_alert=True)
+    message = await button_message(query)
+    if message is None:
         return
     chat_id, message_id = message.chat.id, message.message_id
     action, assignment_id = callback_data.action, callback_data.assignment_id

@@ -28,7 +28,7 @@ from bot.people import Identity
 from bot.render import render, text
 from bot.results import parse_date
 from bot.telegram import FollowUpCb, TransferCb
-from handlers.results import show
+from handlers.results import button_message, show
 
 
 class FollowUpDialog(StatesGroup):
@@ -80,9 +80,8 @@ async def on_followup_button(
     identity: Identity,
 ) -> None:
     """list / progress / complete / today / yesterday / cancel."""
-    message = query.message
-    if message is None or not isinstance(message, Message):
-        await query.answer(text("result.answer.too_old"), show_alert=True)
+    message = await button_message(query)
+    if message is None:
         return
     chat_id, message_id = message.chat.id, message.message_id
     action, ref = callback_data.action, callback_data.ref
@@ -208,9 +207,8 @@ async def on_transfer_button(
     identity: Identity,
 ) -> None:
     """确认接收 of a transfer by the receiving department's liaison (or show it)."""
-    message = query.message
-    if message is None or not isinstance(message, Message):
-        await query.answer(text("result.answer.too_old"), show_alert=True)
+    message = await button_message(query)
+    if message is None:
         return
     async with services.db.session() as session:
         if callback_data.action == "ack":

@@ -31,6 +31,7 @@ from bot.results import (
     Answer,
     EvidenceFile,
     Kind,
+    Reply,
     Screen,
     Step,
     Turn,
@@ -38,6 +39,7 @@ from bot.results import (
     add_evidence,
     answer,
     cosign,
+    cosign_buttons,
     cosign_card,
     go_back,
     leave,
@@ -99,6 +101,31 @@ async def drop_keyboard(bot: Bot, chat_id: int, message_id: int | None) -> None:
         await bot.edit_message_reply_markup(
             chat_id=chat_id, message_id=message_id, reply_markup=None
         )
+
+
+async def button_message(query: CallbackQuery) -> Message | None:
+    """The message a pressed button belongs to; None (and the person told) when Telegram no
+    longer gives it to us (too old to edit)."""
+    if isinstance(query.message, Message):
+        return query.message
+    await query.answer(text("result.answer.too_old"), show_alert=True)
+    return None
+
+
+async def typed_decision_shown(
+    message: Message, bot: Bot, state: FSMContext, reply: Reply, *, too_short: str, refusals: str
+) -> None:
+    """The outcome of a typed comment (有异议) or reason (退回): asked again when `too_short`,
+    else the question's message shows the decision (or a refusal under `refusals`)."""
+    if reply.answer is Answer.STALE and reply.reason == too_short:
+        await message.answer(text(f"{refusals}.{too_short}"))
+        return
+    data = await state.get_data()
+    await state.set_state(None)
+    if reply.text:
+        await show(bot, message.chat.id, data.get("message_id"), reply.text)
+    else:
+        await message.answer(text(f"{refusals}.{reply.reason}"))
 
 
 # --- the dialog's screens -------------------------------------------------------------------------
@@ -216,11 +243,14 @@ async def present(
     *,
     bot: Bot,
     chat_id: int,
-    message_id: int | None,
     state: FSMContext,
     services: Services,
+    message_id: int | None = None,
 ) -> int | None:
-    """Show whatever the service decided and remember where the dialog is."""
+    """Show whatever the service decided (in `message_id`, else the dialog's own message) and
+    remember where the dialog is."""
+    if message_id is None:
+        message_id = (await state.get_data()).get("message_id")
     if view.screen is Screen.STEP:
         assert view.step is not None and view.dossier is not None
         shown = await show(bot, chat_id, message_id, screen_text(view, services), keyboard(view))
@@ -260,9 +290,8 @@ async def on_result_button(
     identity: Identity,
 ) -> None:
     """Any button of the dialog: re-checked against the draft and this chat's dialog state."""
-    message = query.message
-    if message is None or not isinstance(message, Message):
-        await query.answer(text("result.answer.too_old"), show_alert=True)
+    message = await button_message(query)
+    if message is None:
         return
     data = await state.get_data()
     chat_id = message.chat.id
@@ -365,14 +394,7 @@ async def on_dialog_text(
             value=message.text or "",
             typed=True,
         )
-    await present(
-        view,
-        bot=bot,
-        chat_id=message.chat.id,
-        message_id=data.get("message_id"),
-        state=state,
-        services=services,
-    )
+    await present(view, bot=bot, chat_id=message.chat.id, state=state, services=services)
 
 
 async def on_dialog_file(
@@ -420,14 +442,7 @@ async def on_dialog_file(
         )
         async with services.db.session() as session:
             view = await add_evidence(session, turn, step=step, file=evidence)
-    await present(
-        view,
-        bot=bot,
-        chat_id=message.chat.id,
-        message_id=data.get("message_id"),
-        state=state,
-        services=services,
-    )
+    await present(view, bot=bot, chat_id=message.chat.id, state=state, services=services)
 
 
 async def on_dialog_other(
@@ -442,26 +457,10 @@ async def on_dialog_other(
             step=str(data.get("step", "")),
             hint="unsupported",
         )
-    await present(
-        view,
-        bot=bot,
-        chat_id=message.chat.id,
-        message_id=data.get("message_id"),
-        state=state,
-        services=services,
-    )
+    await present(view, bot=bot, chat_id=message.chat.id, state=state, services=services)
 
 
 # --- co-signature ---------------------------------------------------------------------------------
-
-
-def cosign_rows(cosign_id: int) -> Keyboard:
-    return [
-        [
-            (text("button.cosign.confirm"), CoSignCb(action="confirm", cosign_id=cosign_id).pack()),
-            (text("button.cosign.object"), CoSignCb(action="object", cosign_id=cosign_id).pack()),
-        ]
-    ]
 
 
 async def on_cosign_button(
@@ -473,9 +472,8 @@ async def on_cosign_button(
     identity: Identity,
 ) -> None:
     """确认无误 / 有异议 (asks for the comment) / show (the summary with both buttons)."""
-    message = query.message
-    if message is None or not isinstance(message, Message):
-        await query.answer(text("result.answer.too_old"), show_alert=True)
+    message = await button_message(query)
+    if message is None:
         return
     action = callback_data.action
     async with services.db.session() as session:
@@ -519,7 +517,11 @@ async def on_cosign_button(
         return
     await state.set_state(None)
     await show(
-        bot, message.chat.id, message.message_id, reply.text, cosign_rows(callback_data.cosign_id)
+        bot,
+        message.chat.id,
+        message.message_id,
+        reply.text,
+        cosign_buttons(callback_data.cosign_id),
     )
     await query.answer()
 
@@ -540,14 +542,9 @@ async def on_objection_text(
             now=services.clock.now(),
             tz=services.settings.timezone,
         )
-    if reply.answer is Answer.STALE and reply.reason == "comment_short":
-        await message.answer(text("result.refusal.comment_short"))
-        return
-    await state.set_state(None)
-    if reply.text:
-        await show(bot, message.chat.id, data.get("message_id"), reply.text)
-    else:
-        await message.answer(text(f"result.refusal.{reply.reason}"))
+    await typed_decision_shown(
+        message, bot, state, reply, too_short="comment_short", refusals="result.refusal"
+    )
 
 
 async def on_objection_other(message: Message) -> None:

@@ -15,7 +15,7 @@ from bot.people import Identity
 from bot.render import render, text
 from bot.results import Answer, review, review_buttons, review_card
 from bot.telegram import RecusalCb, ReviewCb
-from handlers.results import show
+from handlers.results import button_message, show, typed_decision_shown
 
 
 class ReviewDialog(StatesGroup):
@@ -30,9 +30,8 @@ async def on_recusal_button(
     identity: Identity,
 ) -> None:
     """同意回避 / 不同意 / show: by the inspector's liaison or the office, exactly once."""
-    message = query.message
-    if message is None or not isinstance(message, Message):
-        await query.answer(text("result.answer.too_old"), show_alert=True)
+    message = await button_message(query)
+    if message is None:
         return
     async with services.db.session() as session:
         if callback_data.action in ("approve", "reject"):
@@ -77,9 +76,8 @@ async def on_review_button(
     identity: Identity,
 ) -> None:
     """通过 / 退回 (asks for the reason) / show — for this submission only."""
-    message = query.message
-    if message is None or not isinstance(message, Message):
-        await query.answer(text("result.answer.too_old"), show_alert=True)
+    message = await button_message(query)
+    if message is None:
         return
     result_id, version = callback_data.result_id, callback_data.version
     async with services.db.session() as session:
@@ -142,14 +140,9 @@ async def on_return_reason(
             tz=services.settings.timezone,
             office_admins=services.settings.office_admins,
         )
-    if reply.answer is Answer.STALE and reply.reason == "reason_short":
-        await message.answer(text("review.refusal.reason_short"))
-        return
-    await state.set_state(None)
-    if reply.text:
-        await show(bot, message.chat.id, data.get("message_id"), reply.text)
-    else:
-        await message.answer(text(f"review.refusal.{reply.reason}"))
+    await typed_decision_shown(
+        message, bot, state, reply, too_short="reason_short", refusals="review.refusal"
+    )
 
 
 async def on_return_other(message: Message) -> None:
