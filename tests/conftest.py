@@ -22,7 +22,7 @@ import storage.models  # noqa: F401  (registers every table)
 from bot.clock import FrozenClock
 from bot.config import Settings
 from storage.db import Database, alembic_config
-from tests.harness import OFFICE, Harness, running
+from tests.harness import OFFICE, Harness, markup_shown, running
 
 DATA = Path(__file__).parent / "data"
 _MIGRATED: set[str] = set()
@@ -124,3 +124,4 @@ async def harness(db: Database, settings: Settings, clock: FrozenClock) -> Async
     async with running(db, settings, clock) as h:
         h.person(OFFICE, "协调办管理员")
         yield h
+        assert markup_shown(h.fake) == [], "raw HTML shown to a person (escaped twice?)"

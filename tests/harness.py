@@ -6,6 +6,7 @@ aiogram_dialog's tests: "the message says X and has a button Y".
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -102,6 +103,26 @@ def text_of(message: StoredMessage) -> str:
 
 def unique_text(messages: list[StoredMessage]) -> str:
     return text_of(unique(messages))
+
+
+MARKUP_SHOWN = re.compile(r"</?(?:b|i|u|s|code|pre|a)\b[^>]*>|&(?:lt|gt|amp|quot);")
+"""HTML a person would read as literal characters: what double escaping leaves behind."""
+
+
+def markup_shown(fake: FakeTelegram) -> list[str]:
+    """Every text or caption the bot ever showed (edits included) that reads as raw HTML."""
+    shown: list[str] = []
+    for chat in list(fake.chats.values()):
+        for message in chat.messages.values():
+            if not message.from_bot:
+                continue
+            versions = [*message.history, {"text": message.text, "caption": message.caption}]
+            for version in versions:
+                for key in ("text", "caption"):
+                    value = version.get(key)
+                    if isinstance(value, str) and MARKUP_SHOWN.search(value):
+                        shown.append(value)
+    return shown
 
 
 @asynccontextmanager
