@@ -313,10 +313,71 @@ def parse_bool(value: str | bool | int) -> bool:
 
 
 def parse_threshold(value: str | int) -> int:
-    raw = str(value).strip()
+    """Complaints that make a target flagged: '3' or '3次'."""
+    raw = str(value).strip().removesuffix("次").strip()
     if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         raise TaskProblem("threshold", value=value)
     return int(raw)
+
+
+MAX_WORKING_DAYS = 250  # about a year: a bigger number is a typo, not a deadline
+_DAY_WORDS = re.compile(r"\s*(个)?\s*(工作日|工作天|天|日)$")
+
+
+def parse_working_days(value: str | int) -> int:
+    """A deadline override in working days: '3', '3天' or '3个工作日'."""
+    raw = _DAY_WORDS.sub("", str(value).strip())
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_WORKING_DAYS:
+        raise TaskProblem("working_days", value=value, max=MAX_WORKING_DAYS)
+    return int(raw)
+
+
+# Advanced settings of a task (the dialog's 高级设置; in a YAML task file `flag_threshold:` and
+# `deadlines:`): the flags floor's complaints threshold, then the deadline overrides issue #5
+# reads from the task (bot.duties.DEFAULT_WORKING_DAYS; no other is read per task).
+ADVANCED_SETTINGS = ("flag_threshold", *DEFAULT_WORKING_DAYS)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One advanced setting of a draft: its value now and its default."""
+
+    key: str
+    value: int
+    default: int
+
+    @property
+    def changed(self) -> bool:
+        return self.value != self.default
+
+
+def setting_default(key: str) -> int:
+    return DEFAULT_FLAG_THRESHOLD if key == "flag_threshold" else DEFAULT_WORKING_DAYS[key]
+
+
+def advanced_settings(draft: Mapping[str, Any]) -> list[Setting]:
+    deadlines = draft.get("deadlines", {})
+    values = {"flag_threshold": draft.get("flag_threshold", DEFAULT_FLAG_THRESHOLD), **deadlines}
+    return [
+        Setting(key, int(values.get(key, setting_default(key))), setting_default(key))
+        for key in ADVANCED_SETTINGS
+    ]
+
+
+def parse_setting(key: str, value: str) -> int:
+    if key == "flag_threshold":
+        return parse_threshold(value)
+    return parse_working_days(value)
+
+
+def set_setting(draft: Mapping[str, Any], key: str, value: int | None) -> dict[str, Any]:
+    """The draft's update that sets `key` (None: back to its default)."""
+    if key == "flag_threshold":
+        return {"flag_threshold": DEFAULT_FLAG_THRESHOLD if value is None else value}
+    deadlines = {k: v for k, v in draft.get("deadlines", {}).items() if k != key}
+    if value is not None:
+        deadlines[key] = value
+    return {"deadlines": deadlines}
 
 
 # --- task files: YAML or the .xlsx template --------------------------------------------------
@@ -517,10 +578,13 @@ def spec_from_fields(
             fail("deadlines", TaskProblem("deadlines", value=_cell(raw_deadlines)))
         else:
             for dk, dv in raw_deadlines.items():
-                if str(dk) not in DEFAULT_WORKING_DAYS or not str(dv).isdigit() or int(dv) < 1:
+                if str(dk) not in DEFAULT_WORKING_DAYS:
                     fail("deadlines", TaskProblem("deadlines", value=f"{dk}: {dv}"))
-                else:
-                    deadlines[str(dk)] = int(dv)
+                    continue
+                try:
+                    deadlines[str(dk)] = parse_working_days(_cell(dv))
+                except TaskProblem as problem:
+                    fail(f"deadlines.{dk}", problem)
     if start != date.min and end != date.min and start > end:
         fail(
             column_label("window_end"),
@@ -920,18 +984,23 @@ class TaskSummary:
     draw_id: int | None  # the latest draw that is not abandoned or voided
     inspections: int  # live inspections (not cancelled) holding this task's items
     shortfalls: int
+    draws: list[tuple[int, str]] = field(default_factory=list)  # every draw: (id, DrawStatus)
 
 
 async def list_tasks(session: AsyncSession, *, include_closed: bool = True) -> list[TaskSummary]:
     """Every task, newest first, with where its draw and inspections stand."""
     tasks = list(await session.exec(select(Task).order_by(col(Task.id).desc())))
-    draws: dict[int, Draw] = {}
-    for row in await session.exec(
-        select(Draw)
-        .where(col(Draw.status).in_([DrawStatus.COMMITTED, DrawStatus.EXECUTED]))
-        .order_by(col(Draw.id))
-    ):
-        draws[row.task_id] = row
+    live: dict[int, tuple[int, str]] = {}  # the latest committed or executed draw
+    history: dict[int, list[tuple[int, str]]] = {}
+    # Columns only: a draw's record holds every candidate key.
+    draw_rows = await session.exec(
+        select(col(Draw.task_id), col(Draw.id), col(Draw.status)).order_by(col(Draw.id))
+    )
+    for task_id, draw_id, draw_status in draw_rows:
+        assert draw_id is not None
+        history.setdefault(task_id, []).append((draw_id, draw_status))
+        if draw_status in (DrawStatus.COMMITTED, DrawStatus.EXECUTED):
+            live[task_id] = (draw_id, draw_status)
     counts: dict[tuple[int, str], int] = {}
     rows = await session.exec(
         select(InspectionItem.task_id, Inspection.status, func.count(func.distinct(Inspection.id)))
@@ -949,9 +1018,9 @@ async def list_tasks(session: AsyncSession, *, include_closed: bool = True) -> l
         assert task.id is not None
         if not include_closed and task.status == TaskStatus.CLOSED:
             continue
-        draw = draws.get(task.id)
+        draw = live.get(task.id)
         status = task.status
-        if draw is not None and draw.status == DrawStatus.COMMITTED:
+        if draw is not None and draw[1] == DrawStatus.COMMITTED:
             status = "committed"
         total = sum(n for (t, _s), n in counts.items() if t == task.id)
         out.append(
@@ -967,9 +1036,10 @@ async def list_tasks(session: AsyncSession, *, include_closed: bool = True) -> l
                 ratio_policy=task.ratio_policy,
                 selection_mode=mode_of(task.selection_mode).value,
                 item_count=len(task.item_codes),
-                draw_id=draw.id if draw is not None else None,
+                draw_id=draw[0] if draw is not None else None,
                 inspections=total,
                 shortfalls=counts.get((task.id, InspectionStatus.SHORTFALL), 0),
+                draws=history.get(task.id, []),
             )
         )
     return out
@@ -996,6 +1066,8 @@ STEPS = (
     "mergeable",
     "confirm",
 )
+# From the summary (confirm): 高级设置 lists the advanced settings; a setting asks its value.
+ADVANCED_STEPS = ("advanced", "setting")
 MULTI_STEPS = ("departments", "items", "stations")
 MAX_BUTTONS = 24  # more choices than this are typed, not pressed
 POLICY_CHOICES = ("credit", "credit_custom", "flat", "all")
@@ -1055,6 +1127,11 @@ async def step_options(
             ("yes", text("task.mergeable_choice.yes")),
             ("no", text("task.mergeable_choice.no")),
         ]
+    if step == "advanced":
+        return [(s.key, text("task.setting.button", s=s)) for s in advanced_settings(draft)]
+    if step == "setting":
+        default = setting_default(draft.get("editing", ""))
+        return [("default", text("task.button.setting_default", value=default))]
     return []
 
 
@@ -1115,4 +1192,6 @@ def spec_from_draft(draft: Mapping[str, Any]) -> TaskSpec:
         group_size=int(draft["group"]),
         method=draft["method"],
         mergeable=bool(draft.get("mergeable", True)),
+        flag_threshold=int(draft.get("flag_threshold", DEFAULT_FLAG_THRESHOLD)),
+        deadlines=dict(draft.get("deadlines", {})),
     )

@@ -21,12 +21,15 @@ from bot.draw import DEFAULT_CLASS_RATIOS, Mode
 from bot.people import Identity
 from bot.render import render, text
 from bot.tasks import (
+    ADVANCED_STEPS,
     MAX_BUTTONS,
+    MAX_WORKING_DAYS,
     MULTI_STEPS,
     STEPS,
     TaskInvalid,
     TaskProblem,
     accept_codes,
+    advanced_settings,
     check_spec,
     create_task,
     list_tasks,
@@ -41,10 +44,12 @@ from bot.tasks import (
     parse_name,
     parse_policy,
     parse_ratio,
+    parse_setting,
     parse_window,
     parse_year,
     percent,
     ratio_text,
+    set_setting,
     spec_from_draft,
     step_options,
 )
@@ -69,9 +74,11 @@ class TaskDialog(StatesGroup):
     method = State()
     mergeable = State()
     confirm = State()
+    advanced = State()
+    setting = State()
 
 
-STATE_OF: dict[str, State] = {step: getattr(TaskDialog, step) for step in STEPS}
+STATE_OF: dict[str, State] = {step: getattr(TaskDialog, step) for step in (*STEPS, *ADVANCED_STEPS)}
 STEP_OF: dict[str | None, str] = {s.state: step for step, s in STATE_OF.items()}
 _CUSTOM_WORDS = {"credit_custom", "自定义", "自定义比例", "信用分类自定义"}
 _STATION_MODES = (Mode.STATIONS.value, Mode.STATION.value)
@@ -108,6 +115,8 @@ async def _screen(
         today=today,
         percents={k: percent(v) for k, v in draft.get("ratios", {}).items()},
         defaults={c: percent(r) for c, r in DEFAULT_CLASS_RATIOS.items()},
+        settings=advanced_settings(draft),
+        max_days=MAX_WORKING_DAYS,
     )
     return body, _keyboard(step, options, draft, bool(data.get("hist")), not problems)
 
@@ -132,7 +141,7 @@ def _keyboard(
                 row.append(button(mark + short, "toggle", n))
             else:
                 row.append(button(short, "pick", n))
-            if len(row) == (1 if step in ("items", "policy", "mode") else 2):
+            if len(row) == (1 if step in ("items", "policy", "mode", "advanced") else 2):
                 rows.append(row)
                 row = []
         if row:
@@ -146,6 +155,9 @@ def _keyboard(
             rows.append([button(text("task.button.create"), "create")])
         key = "task.button.reinspect_on" if draft.get("reinspect") else "task.button.reinspect_off"
         rows.append([button(text(key), "reinspect")])
+        rows.append([button(text("task.button.advanced"), "advanced")])
+    if step == "advanced":
+        rows.append([button(text("task.button.advanced_done"), "back")])
     nav = [button(text("task.button.back"), "back")] if back else []
     nav.append(button(text("button.cancel"), "cancel"))
     rows.append(nav)
@@ -188,14 +200,30 @@ async def _edit(message: Message, body: str, keyboard: InlineKeyboardMarkup | No
 
 
 async def _go(state: FSMContext, step: str, updates: dict[str, Any]) -> str:
-    """Record the answer to `step` and move to the next step."""
+    """Record the answer to `step` and move to the next step (from an advanced setting: back
+    to the list of settings)."""
     data = await state.get_data()
-    draft = dict(data.get("draft", {}))
-    draft.update(updates)
-    nxt = next_step(step, draft)
-    await state.update_data(draft=draft, hist=[*data.get("hist", []), step])
+    draft = {**data.get("draft", {}), **updates}
+    hist = list(data.get("hist", []))
+    if step == "setting":
+        nxt = hist.pop() if hist else "advanced"
+    else:
+        nxt = next_step(step, draft)
+        hist.append(step)
+    await state.update_data(draft=draft, hist=hist)
     await state.set_state(STATE_OF[nxt])
     return nxt
+
+
+async def _enter(state: FSMContext, step: str, updates: dict[str, Any]) -> str:
+    """Open `step` from the current one (高级设置 from the summary, a setting from the list);
+    返回 comes back."""
+    data = await state.get_data()
+    current = STEP_OF.get(await state.get_state(), "confirm")
+    draft = {**data.get("draft", {}), **updates}
+    await state.update_data(draft=draft, hist=[*data.get("hist", []), current])
+    await state.set_state(STATE_OF[step])
+    return step
 
 
 # --- entering and leaving ----------------------------------------------------------------------
@@ -264,6 +292,11 @@ async def _typed_value(
         return {"method": parse_method(value)}
     if step == "mergeable":
         return {"mergeable": parse_bool(value)}
+    if step == "setting":
+        key = draft["editing"]
+        return set_setting(draft, key, parse_setting(key, value))
+    if step == "advanced":
+        raise TaskProblem("advanced_use_buttons")
     raise TaskProblem("use_buttons")
 
 
@@ -359,6 +392,9 @@ async def pressed(
                     raise TaskProblem(f"{step}_none")
                 updates = {step: chosen}
             await _show_here(message, services, state, await _go(state, step, updates))
+        elif act == "pick" and step == "advanced":
+            entered = await _enter(state, "setting", {"editing": value})
+            await _show_here(message, services, state, entered)
         elif act == "pick":
             assert value is not None
             updates = await _picked(services, step, value, draft)
@@ -367,6 +403,8 @@ async def pressed(
             draft["reinspect"] = not draft.get("reinspect", False)
             await state.update_data(draft=draft)
             await _show_here(message, services, state, step)
+        elif act == "advanced":
+            await _show_here(message, services, state, await _enter(state, "advanced", {}))
         elif act == "create":
             await _create(message, state, services, identity, draft)
     except TaskProblem as problem:
@@ -392,6 +430,8 @@ async def _picked(
         return {"method": value}
     if step == "mergeable":
         return {"mergeable": value == "yes"}
+    if step == "setting":
+        return set_setting(draft, draft["editing"], None)
     raise TaskProblem("use_buttons")
 
 

@@ -19,8 +19,10 @@ from bot.cli import app
 from bot.clock import FrozenClock
 from bot.config import Settings
 from bot.tasks import (
+    ADVANCED_SETTINGS,
     TaskInvalid,
     TaskProblem,
+    advanced_settings,
     check_spec,
     create_task,
     list_tasks,
@@ -31,8 +33,12 @@ from bot.tasks import (
     parse_group_size,
     parse_mode,
     parse_ratio,
+    parse_threshold,
     parse_window,
+    parse_working_days,
     read_task_file,
+    set_setting,
+    spec_from_draft,
     write_task_template,
 )
 from storage.db import Database
@@ -205,6 +211,48 @@ def test_yaml_tasks_parse(tmp_path: Path) -> None:
     assert two.department_codes == ["SJJ", "SWJ"] and two.lead_department == "SWJ"
     assert two.ratio_policy == "flat" and two.ratios == {"flat": "0.05"}
     assert two.deadlines == {"confirm": 3}
+
+
+def test_advanced_settings_share_one_parser_with_task_files(tmp_path: Path) -> None:
+    assert parse_working_days("3") == 3 and parse_working_days("3个工作日") == 3
+    assert parse_working_days("15 天") == 15 and parse_threshold("5次") == 5
+    for bad in ("0", "-1", "三天", "251", "2.5", ""):
+        with pytest.raises(TaskProblem) as problem:
+            parse_working_days(bad)
+        assert "工作日数" in problem.value.message()
+    draft: dict[str, object] = {"deadlines": {"publish": 15}}
+    draft |= set_setting(draft, "confirm", 3)
+    draft |= set_setting(draft, "flag_threshold", 5)
+    assert draft["deadlines"] == {"publish": 15, "confirm": 3}
+    draft |= set_setting(draft, "publish", None)
+    shown = {s.key: (s.value, s.changed) for s in advanced_settings(draft)}
+    assert shown["flag_threshold"] == (5, True) and shown["confirm"] == (3, True)
+    assert shown["publish"] == (20, False) and list(shown) == list(ADVANCED_SETTINGS)
+    assert spec_from_draft(
+        {
+            **draft,
+            "name": "任务",
+            "year": 2026,
+            "items": ["SC001"],
+            "departments": ["SJJ"],
+            "window": ["2026-04-01", "2026-06-30"],
+            "mode": "bureau",
+            "group": 2,
+            "method": "现场",
+        }
+    ).deadlines == {"confirm": 3}
+
+    path = _yaml(
+        tmp_path,
+        date(2026, 4, 1),
+        date(2026, 6, 30),
+        YAML.replace("deadlines: {confirm: 3}", "deadlines: {confirm: 3天, publish: 0, nope: 2}"),
+    )
+    read = read_task_file(path)
+    messages = {p.column: p.message for p in read.problems}
+    assert set(messages) == {"deadlines.publish", "deadlines"}
+    assert "“0”不是有效的期限" in messages["deadlines.publish"]
+    assert "nope" in messages["deadlines"]
 
 
 def test_task_file_problems_name_row_and_column(tmp_path: Path) -> None:
