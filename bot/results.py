@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col, func, select, update
+from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.dossier import (
@@ -156,6 +156,13 @@ def answered(step: Step, result: Result, items: dict[int, ResultItem]) -> bool:
 
 
 @dataclass(frozen=True)
+class EvidenceView:
+    id: int
+    kind: str  # photo | document
+    file_name: str | None
+
+
+@dataclass(frozen=True)
 class ItemAnswer:
     position: int
     name: str
@@ -166,7 +173,11 @@ class ItemAnswer:
     rectify_deadline: date | None
     transfer_department: str | None
     transfer_department_name: str | None
-    evidence: int
+    files: tuple[EvidenceView, ...] = ()  # evidence in force (withdrawn files are left out)
+
+    @property
+    def evidence(self) -> int:
+        return len(self.files)
 
     @property
     def problem(self) -> bool:
@@ -378,15 +389,16 @@ async def _draft_for(session: AsyncSession, turn: Turn, *, create: bool) -> Draf
 async def draft_view(session: AsyncSession, result: Result, dossier: Dossier) -> DraftView:
     assert result.id is not None
     items = await _result_items(session, result.id)
-    counts = dict(
-        (
-            await session.exec(
-                select(Evidence.result_item_id, func.count())
-                .where(Evidence.result_id == result.id)
-                .group_by(col(Evidence.result_item_id))
-            )
-        ).all()
-    )
+    files: dict[int, list[EvidenceView]] = {}
+    for evidence in await session.exec(
+        select(Evidence)
+        .where(Evidence.result_id == result.id, col(Evidence.withdrawn_at).is_(None))
+        .order_by(col(Evidence.id))
+    ):
+        assert evidence.id is not None
+        files.setdefault(evidence.result_item_id, []).append(
+            EvidenceView(evidence.id, evidence.kind, evidence.file_name)
+        )
     codes = [i.transfer_department for i in items.values() if i.transfer_department]
     names = await department_names(session, codes)
     enterer = await session.get(Inspector, result.entered_by)
@@ -408,7 +420,7 @@ async def draft_view(session: AsyncSession, result: Result, dossier: Dossier) ->
                     if row and row.transfer_department
                     else None
                 ),
-                evidence=int(counts.get(row.id or 0, 0)) if row else 0,
+                files=tuple(files.get(row.id or 0, ())) if row else (),
             )
         )
     return DraftView(
@@ -819,6 +831,19 @@ async def add_evidence(
             "created_at": turn.now,
         },
     )
+    if not added:
+        # The same bytes were withdrawn earlier: sending them again puts them back.
+        added = (
+            await session.exec(
+                update(Evidence)
+                .where(
+                    col(Evidence.result_item_id) == item.id,
+                    col(Evidence.sha256) == file.sha256,
+                    col(Evidence.withdrawn_at).is_not(None),
+                )
+                .values(withdrawn_at=None, withdrawn_by=None)
+            )
+        ).rowcount
     if added:
         await record(
             session,
@@ -835,6 +860,58 @@ async def add_evidence(
         current,
         today=today,
         notice="evidence_saved" if added else "evidence_duplicate",
+        editing=turn.editing,
+    )
+
+
+async def withdraw_evidence(
+    session: AsyncSession,
+    turn: Turn,
+    *,
+    step: str,
+    evidence_id: int,
+) -> View:
+    """删除 on an evidence step: the file no longer counts (summary, co-signature, review), but
+    is never deleted; who withdrew it and when stay on the row and in the audit trail."""
+    draft = await _draft_for(session, turn, create=False)
+    if isinstance(draft, View):
+        return draft
+    current = Step.parse(step)
+    if current is None or current not in draft.steps or current.kind is not Kind.EVIDENCE:
+        return await _view(session, draft, _first_open(draft), today=turn.today, hint="stale")
+    item = draft.items[current.item]
+    evidence = await session.get(Evidence, evidence_id)
+    if evidence is None or evidence.result_item_id != item.id:
+        return await _view(
+            session, draft, current, today=turn.today, hint="stale", editing=turn.editing
+        )
+    withdrawn = await session.exec(
+        update(Evidence)
+        .where(col(Evidence.id) == evidence_id, col(Evidence.withdrawn_at).is_(None))
+        .values(withdrawn_at=turn.now, withdrawn_by=turn.identity.tg_user_id)
+    )
+    if withdrawn.rowcount:
+        await record(
+            session,
+            actor=f"tg:{turn.identity.tg_user_id}",
+            action="result.evidence_withdraw",
+            entity="result",
+            entity_id=str(draft.result.id),
+            at=turn.now,
+            detail={
+                "item": item.position,
+                "evidence_id": evidence_id,
+                "sha256": evidence.sha256,
+                "kind": evidence.kind,
+                "file_name": evidence.file_name,
+            },
+        )
+    return await _view(
+        session,
+        draft,
+        current,
+        today=turn.today,
+        notice="evidence_withdrawn" if withdrawn.rowcount else "evidence_gone",
         editing=turn.editing,
     )
 

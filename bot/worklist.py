@@ -13,11 +13,13 @@ from datetime import date
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.assignments import pending_recusals
+from bot.assignments import Act, can_request_recusal, pending_recusals
 from bot.dossier import (
     CLOSED_INSPECTIONS,
+    DEFAULT_TIMEZONE,
     department_names,
     liaison_departments_of,
+    local_today,
 )
 from bot.followups import pending_transfers
 from bot.people import Identity
@@ -66,6 +68,7 @@ class Row:
     cosign_id: int = 0
     other: str = ""  # who holds the draft, when someone else does
     returned: bool = False
+    recusable: bool = False  # confirmed, yet 申请回避 is still possible (nothing submitted)
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,16 @@ async def inspector_rows(session: AsyncSession, identity: Identity) -> list[Row]
             await session.exec(select(Result).where(Result.inspection_id == inspection.id))
         ).first()
         row = await _row(session, seat, inspection, target, result)
-        if row is not None:
-            rows.append(row)
+        if row is None:
+            continue
+        if seat.status == AssignmentStatus.CONFIRMED and (
+            result is None or result.status == ResultStatus.DRAFT
+        ):
+            # A conflict may come to light after 确认接收 (on arriving at the shop, say);
+            # bot.assignments decides whether a recusal is still possible.
+            check = await can_request_recusal(session, assignment_id=seat.id, identity=identity)
+            row = replace(row, recusable=check.act is Act.DONE)
+        rows.append(row)
     return rows
 
 
@@ -211,8 +222,10 @@ async def _row(
     return None  # approved, nothing left for this inspector
 
 
-async def waiting_items(session: AsyncSession, identity: Identity) -> list[Waiting]:
-    """What waits for a liaison's (or the office's) decision."""
+async def waiting_items(
+    session: AsyncSession, identity: Identity, *, tz: str = DEFAULT_TIMEZONE
+) -> list[Waiting]:
+    """What waits for a liaison's (or the office's) decision, since the local day it came."""
     out: list[Waiting] = []
     for request, inspector in await pending_recusals(session, identity):
         assert request.id is not None
@@ -223,7 +236,7 @@ async def waiting_items(session: AsyncSession, identity: Identity) -> list[Waiti
                 0,
                 await _target_name(session, request.inspection_id) + f"（{inspector.name}）",
                 request.department_code,
-                request.requested_at.date(),
+                local_today(request.requested_at, tz),
             )
         )
     for result, dossier in await waiting_reviews(session, identity):
@@ -235,7 +248,7 @@ async def waiting_items(session: AsyncSession, identity: Identity) -> list[Waiti
                 result.version,
                 dossier.target.name,
                 dossier.lead_department,
-                result.cosigned_at.date() if result.cosigned_at else None,
+                local_today(result.cosigned_at, tz) if result.cosigned_at else None,
             )
         )
     for transfer in await pending_transfers(session, identity):
@@ -247,7 +260,7 @@ async def waiting_items(session: AsyncSession, identity: Identity) -> list[Waiti
                 0,
                 await _target_name(session, transfer.inspection_id),
                 transfer.to_department,
-                transfer.created_at.date(),
+                local_today(transfer.created_at, tz),
             )
         )
     names = await department_names(session, [w.department for w in out])
@@ -313,11 +326,13 @@ async def _office_tasks(session: AsyncSession) -> list[object]:
     return list(await list_tasks(session))
 
 
-async def worklist(session: AsyncSession, identity: Identity, *, today: date) -> Worklist:
+async def worklist(
+    session: AsyncSession, identity: Identity, *, today: date, tz: str = DEFAULT_TIMEZONE
+) -> Worklist:
     rows = await inspector_rows(session, identity)
     work = Worklist(rows=rows[:LIST_LIMIT], more=max(0, len(rows) - LIST_LIMIT))
     if identity.liaison_departments or identity.is_office:
-        work.waiting = await waiting_items(session, identity)
+        work.waiting = await waiting_items(session, identity, tz=tz)
     if identity.liaison_departments:
         work.department_rows = (await department_overview(session, identity))[:LIST_LIMIT]
     if identity.is_office:

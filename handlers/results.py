@@ -47,6 +47,7 @@ from bot.results import (
     open_dialog,
     show_step,
     submit,
+    withdraw_evidence,
 )
 from bot.telegram import CoSignCb, ResultCb
 
@@ -187,7 +188,12 @@ def keyboard(view: View) -> Keyboard:
             if paging:
                 rows.append(paging)
         case Kind.EVIDENCE:
-            assert view.draft is not None
+            assert view.draft is not None and view.item is not None
+            withdraw = [
+                (text("button.result.withdraw", n=n), _cb(view, "drop", str(f.id)))
+                for n, f in enumerate(view.item.files, 1)
+            ]
+            rows.extend(withdraw[i : i + 3] for i in range(0, len(withdraw), 3))
             last = step.item == len(view.draft.items) - 1 or view.editing
             label = "button.result.to_summary" if last else "button.result.next_item"
             rows.append([(text(label), _cb(view, "next"))])
@@ -302,7 +308,7 @@ async def on_result_button(
         await query.answer(text("result.answer.old_message"), show_alert=True)
         return
     if (
-        action in ("pick", "next", "back", "page")
+        action in ("pick", "next", "back", "page", "drop")
         and same
         and data.get("step") != callback_data.step
     ):
@@ -326,6 +332,10 @@ async def on_result_button(
                 view = await answer(session, turn, step=step, value=callback_data.value)
             case "next":
                 view = await next_step(session, turn, step=step)
+            case "drop" if callback_data.value.isdigit():
+                view = await withdraw_evidence(
+                    session, turn, step=step, evidence_id=int(callback_data.value)
+                )
             case "page":
                 page = int(callback_data.value) if callback_data.value.isdigit() else 0
                 view = await show_step(session, turn, step=step, page=page)

@@ -58,6 +58,14 @@ def row_button(row: Row) -> tuple[str, str] | None:
     return None
 
 
+def recusal_button(row: Row) -> list[tuple[str, str]]:
+    """申请回避 beside a confirmed inspection's button, while nothing has been submitted."""
+    if not row.recusable:
+        return []
+    data = AssignmentCb(action="recuse", assignment_id=row.assignment_id).pack()
+    return [(text("button.assignment.recuse"), data)]
+
+
 def waiting_button(item: Waiting) -> tuple[str, str]:
     name = _short(item.title)
     if item.kind == "recusal":
@@ -81,12 +89,12 @@ async def tasks(
     await state.set_state(None)
     today = local_date(services.clock, services.settings.timezone)
     async with services.db.read() as session:
-        work = await worklist(session, identity, today=today)
+        work = await worklist(session, identity, today=today, tz=services.settings.timezone)
     rows: Keyboard = []
     for row in work.rows:
         button = row_button(row)
         if button is not None:
-            rows.append([button])
+            rows.append([button, *recusal_button(row)])
     rows.extend([waiting_button(item)] for item in work.waiting)
     await message.answer(
         render("assignments/worklist.j2", w=work, identity=identity, today=today),
@@ -100,7 +108,7 @@ async def review_list(
     """/review: recusal requests, results to review and transfers waiting for me."""
     await state.set_state(None)
     async with services.db.read() as session:
-        waiting = await waiting_items(session, identity)
+        waiting = await waiting_items(session, identity, tz=services.settings.timezone)
     rows: Keyboard = [[waiting_button(item)] for item in waiting]
     await message.answer(
         render("review/waiting.j2", waiting=waiting, identity=identity), reply_markup=markup(rows)

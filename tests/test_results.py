@@ -107,6 +107,7 @@ def test_callback_data_fits_telegram_64_bytes_at_the_largest_ids() -> None:
         AssignmentCb(action="confirm", assignment_id=big, reason=3).pack(),
         RecusalCb(action="approve", request_id=big).pack(),
         ResultCb(action="submit", inspection_id=big, step="dept-99", value=str(big)).pack(),
+        ResultCb(action="drop", inspection_id=big, step="evid-99", value=str(big)).pack(),
         CoSignCb(action="confirm", cosign_id=big).pack(),
         ReviewCb(action="approve", result_id=big, version=999).pack(),
         FollowUpCb(action="yesterday", ref=big).pack(),
