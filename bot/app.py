@@ -39,6 +39,7 @@ PRIVATE_COMMANDS = (
     "void",
     "verify",
     "merge",
+    "record",
 )
 GROUP_COMMANDS = (
     "help",
@@ -53,6 +54,7 @@ GROUP_COMMANDS = (
     "void",
     "verify",
     "merge",
+    "record",
 )
 
 

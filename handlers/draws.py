@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
 
-from aiogram import F, Router
-from aiogram.exceptions import TelegramBadRequest
+from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.filters import Command, CommandObject
-from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.types import (
+    BufferedInputFile,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+)
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.app import Services
 from bot.chats import binding_of
@@ -19,6 +29,7 @@ from bot.draws import (
     draw_state,
     execute_draw,
     merge_draw,
+    record_json,
     send_department_list,
     verify_draw,
     void_draw,
@@ -29,6 +40,7 @@ from bot.tasks import TaskProblem, parse_mode
 from bot.telegram import DrawCb
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 async def _office_place(message: Message, services: Services) -> str | None:
@@ -67,19 +79,20 @@ async def draw(
     place = await _office_place(message, services)
     if place is None:
         return
-    try:
-        async with services.db.session() as session:
-            commitment = await commit_draw(
-                session,
-                task_id=task_id,
-                actor=f"tg:{identity.tg_user_id}",
-                now=services.clock.now(),
-                mode=mode,
-                # Typed in the office group, this reply is the announcement itself.
-                post_to_office=place == "private",
-            )
-    except DrawProblem as problem:
-        await message.answer(problem.message())
+    commitment = await _attempt(
+        message,
+        services.db.session(),
+        lambda session: commit_draw(
+            session,
+            task_id=task_id,
+            actor=f"tg:{identity.tg_user_id}",
+            now=services.clock.now(),
+            mode=mode,
+            # Typed in the office group, this reply is the announcement itself.
+            post_to_office=place == "private",
+        ),
+    )
+    if commitment is None:
         return
     note = None
     if place == "private":
@@ -180,74 +193,134 @@ async def department_list(
     await callback.answer(text(key), show_alert=True)
 
 
+async def _draw_id(
+    message: Message,
+    command: CommandObject,
+    services: Services,
+    cmd: str,
+    *,
+    office: bool,
+    usage: str = "draws/usage.j2",
+) -> tuple[int, str] | None:
+    """`/cmd DRAW_ID …`: the id and the rest, or None after the usage (or, for the office's
+    commands, why not in this chat) was said."""
+    draw_id, rest = _number(command.args)
+    if draw_id is None:
+        await message.answer(render(usage, cmd=cmd))
+        return None
+    if office and await _office_place(message, services) is None:
+        return None
+    return draw_id, rest
+
+
+async def _attempt(
+    message: Message,
+    unit: AbstractAsyncContextManager[AsyncSession],
+    work: Callable[[AsyncSession], Awaitable[T]],
+) -> T | None:
+    """Run one service in `unit` (db.session() or db.read()); a DrawProblem is the answer."""
+    try:
+        async with unit as session:
+            return await work(session)
+    except DrawProblem as problem:
+        await message.answer(problem.message())
+        return None
+
+
 async def void(
     message: Message, command: CommandObject, services: Services, identity: Identity
 ) -> None:
     """/void DRAW_ID 原因: the draw and its record stay visible; its inspections end."""
-    draw_id, reason = _number(command.args)
-    if draw_id is None:
-        await message.answer(render("draws/usage.j2", cmd="void"))
+    args = await _draw_id(message, command, services, "void", office=True)
+    if args is None:
         return
-    if await _office_place(message, services) is None:
-        return
-    try:
-        async with services.db.session() as session:
-            voided = await void_draw(
-                session,
-                draw_id=draw_id,
-                reason=reason,
-                actor=f"tg:{identity.tg_user_id}",
-                now=services.clock.now(),
-            )
-    except DrawProblem as problem:
-        await message.answer(problem.message())
-        return
-    await message.answer(render("draws/voided_reply.j2", v=voided))
+    draw_id, reason = args
+    voided = await _attempt(
+        message,
+        services.db.session(),
+        lambda session: void_draw(
+            session,
+            draw_id=draw_id,
+            reason=reason,
+            actor=f"tg:{identity.tg_user_id}",
+            now=services.clock.now(),
+        ),
+    )
+    if voided is not None:
+        await message.answer(render("draws/voided_reply.j2", v=voided))
 
 
 async def verify(message: Message, command: CommandObject, services: Services) -> None:
     """/verify DRAW_ID: re-run the stored record; 一致, or what differs."""
-    draw_id, _rest = _number(command.args)
-    if draw_id is None:
-        await message.answer(render("draws/usage.j2", cmd="verify"))
+    args = await _draw_id(message, command, services, "verify", office=False)
+    if args is None:
         return
-    try:
-        async with services.db.read() as session:
-            result = await verify_draw(session, draw_id=draw_id)
-    except DrawProblem as problem:
-        await message.answer(problem.message())
-        return
-    await message.answer(
-        render("draws/verify.j2", v=result, private=message.chat.type == "private")
+    draw_id = args[0]
+    result = await _attempt(
+        message, services.db.read(), lambda session: verify_draw(session, draw_id=draw_id)
     )
+    if result is not None:
+        await message.answer(
+            render("draws/verify.j2", v=result, private=message.chat.type == "private")
+        )
 
 
 async def merge(
     message: Message, command: CommandObject, services: Services, identity: Identity
 ) -> None:
     """/merge DRAW_ID: join this draw's inspections with other tasks' overlapping ones."""
-    draw_id, _rest = _number(command.args)
-    if draw_id is None:
-        await message.answer(render("draws/usage.j2", cmd="merge"))
+    args = await _draw_id(message, command, services, "merge", office=True)
+    if args is None:
         return
-    if await _office_place(message, services) is None:
+    draw_id = args[0]
+    report = await _attempt(
+        message,
+        services.db.session(),
+        lambda session: merge_draw(
+            session,
+            draw_id=draw_id,
+            actor=f"tg:{identity.tg_user_id}",
+            now=services.clock.now(),
+            tz=services.settings.timezone,
+            office_admins=services.settings.office_admins,
+        ),
+    )
+    if report is not None:
+        await message.answer(
+            render("draws/merge_report.j2", r=report, private=message.chat.type == "private")
+        )
+
+
+async def record(
+    message: Message, command: CommandObject, services: Services, identity: Identity, bot: Bot
+) -> None:
+    """/record DRAW_ID: the draw's full record as a JSON file (what `dsr draw record` writes),
+    to verify with `dsr verify` or docs/draw.md's checker. It names every candidate, so asked
+    in the office group it goes to the asker privately."""
+    args = await _draw_id(
+        message, command, services, "record", office=True, usage="draws/record_usage.j2"
+    )
+    if args is None:
+        return
+    draw_id = args[0]
+    content = await _attempt(
+        message, services.db.read(), lambda session: record_json(session, draw_id=draw_id)
+    )
+    if content is None:
+        return
+    document = BufferedInputFile(
+        content.encode("utf-8"), filename=text("draw_record.file", draw_id=draw_id)
+    )
+    caption = render("draws/record_caption.j2", draw_id=draw_id)
+    if message.chat.type == "private":
+        await message.answer_document(document, caption=caption)
         return
     try:
-        async with services.db.session() as session:
-            report = await merge_draw(
-                session,
-                draw_id=draw_id,
-                actor=f"tg:{identity.tg_user_id}",
-                now=services.clock.now(),
-                tz=services.settings.timezone,
-                office_admins=services.settings.office_admins,
-            )
-    except DrawProblem as problem:
-        await message.answer(problem.message())
-        return
-    await message.answer(
-        render("draws/merge_report.j2", r=report, private=message.chat.type == "private")
-    )
+        await bot.send_document(identity.tg_user_id, document, caption=caption)
+        sent = True
+    except (TelegramForbiddenError, TelegramBadRequest):  # never started the bot, or blocked it
+        sent = False
+    await message.answer(render("draws/record_sent.j2", draw_id=draw_id, sent=sent))
 
 
 def create_router() -> Router:
@@ -256,6 +329,7 @@ def create_router() -> Router:
     router.message.register(void, Command("void"), flags={"role": "office"})
     router.message.register(verify, Command("verify"), flags={"role": "known"})
     router.message.register(merge, Command("merge"), flags={"role": "office"})
+    router.message.register(record, Command("record"), flags={"role": "office"})
     router.callback_query.register(
         run_or_drop, DrawCb.filter(F.act.in_({"run", "drop"})), flags={"role": "office"}
     )

@@ -4,16 +4,36 @@ group (commitment, 执行抽取), the groups see counts only, the liaison gets t
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import col, select
+from typer.testing import CliRunner
 
+from bot.app import register_commands
+from bot.cli import app
+from bot.clock import FrozenClock
+from bot.draws import commit_draw, verify_text
 from bot.fakeapi import StoredMessage
+from bot.tasks import create_task
 from bot.telegram import DrawCb, TaskCb
 from storage.models import Draw, DrawStatus, Inspection, Person, Role, RoleGrant, Target, Task
 from tests.harness import OFFICE, Harness, text_of, unique, unique_text
-from tests.test_draws import OFFICE_CHAT, SJJ_CHAT, SWJ_CHAT, build_world
+from tests.test_draws import (
+    OFFICE_CHAT,
+    SJJ_CHAT,
+    SWJ_CHAT,
+    TODAY,
+    build_world,
+    run_draw,
+    spec,
+)
+from tests.test_draws import _two_tasks as two_tasks
 
 LIAISON_SJJ = 3101
 LIAISON_SWJ = 3102
@@ -225,9 +245,6 @@ async def test_commitment_from_private_chat_and_abandon(harness: Harness) -> Non
     h = harness
     await world(h)
     async with h.services.db.session() as session:
-        from bot.tasks import create_task
-        from tests.test_draws import TODAY, spec
-
         await create_task(session, spec(), actor="test", now=h.services.clock.now(), today=TODAY)
     private = unique(await h.send(OFFICE, "/draw 1 异地交叉"))
     assert "异地交叉" in text_of(private) and "协调办工作群" in text_of(private)
@@ -251,3 +268,118 @@ async def test_commitment_from_private_chat_and_abandon(harness: Harness) -> Non
     forged = DrawCb(act="list", draw_id=1, n=7).pack()
     await h.feed(h.fake.press_button(LIAISON_SJJ, posted, forged, check_keyboard=False))
     assert "过期" in str(answer(h)["text"])
+
+
+def _run_checker(checker: Path, record: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(checker), str(record)], capture_output=True, text=True, check=False
+    )
+
+
+def _checker_from_docs() -> str:
+    """The ~35-line third-party checker of docs/draw.md §9, as published."""
+    doc = (Path(__file__).parent.parent / "docs" / "draw.md").read_text("utf-8")
+    section = doc.split("## 9. Verification", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_record_is_sent_as_a_file_that_verifies(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    await world(h)
+    now = h.services.clock.now()
+    async with h.services.db.session() as session:
+        await create_task(session, spec(), actor="test", now=now, today=TODAY)
+        await create_task(session, spec(name="第二个任务"), actor="test", now=now, today=TODAY)
+    executed = await run_draw(h.services.db, now, 1)
+    async with h.services.db.session() as session:
+        pending = await commit_draw(session, task_id=2, actor="test", now=now)
+
+    assert "用法" in unique_text(await h.send(OFFICE, "/record"))
+    assert "没有编号为 9 的抽取" in unique_text(await h.send(OFFICE, "/record 9"))
+    not_yet = unique_text(await h.send(OFFICE, f"/record {pending.draw_id}"))
+    assert "还没有可核验的记录" in not_yet
+    assert "仅限协调办" in unique_text(await h.send(LIAISON_SJJ, f"/record {executed}"))
+    in_department = unique_text(await h.send(OFFICE, f"/record {executed}", SJJ_CHAT))
+    assert "协调办工作群或私聊" in in_department
+
+    # Privately: the record as a document, with how to verify it.
+    sent = unique(await h.send(OFFICE, f"/record {executed}"))
+    assert sent.document is not None and sent.document["file_name"] == f"draw-{executed}.json"
+    caption = text_of(sent)
+    assert f"dsr verify draw-{executed}.json" in caption and "docs/draw.md" in caption
+    content = h.fake.file_bytes(sent.document["file_id"]).decode("utf-8")
+    assert verify_text(content) == []  # what `dsr verify FILE.json` runs
+
+    # The same bytes as `dsr draw record`; the checker published in docs/draw.md agrees.
+    exported = tmp_path / "exported.json"
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        app,
+        ["draw", "record", str(executed), "--out", str(exported)],
+        env={"DATABASE_URL": h.services.settings.database_url},
+    )
+    assert result.exit_code == 0, result.output
+    assert exported.read_text("utf-8") == content
+    checker = tmp_path / "check.py"
+    checker.write_text(_checker_from_docs(), "utf-8")
+    received = tmp_path / f"draw-{executed}.json"
+    received.write_text(content, "utf-8")
+    checked = await asyncio.to_thread(_run_checker, checker, received)
+    assert checked.returncode == 0 and "一致" in checked.stdout, checked.stdout + checked.stderr
+    # A record with one selected key changed does not verify, with either checker.
+    data = json.loads(content)
+    stratum = next(s for s in data["strata"] if s["selected"])
+    stratum["selected"][0] = next(k for k in stratum["candidates"] if k not in stratum["selected"])
+    received.write_text(json.dumps(data, ensure_ascii=False), "utf-8")
+    assert verify_text(received.read_text("utf-8"))
+    checked = await asyncio.to_thread(_run_checker, checker, received)
+    assert checked.returncode == 1 and "不一致" in checked.stdout
+
+    # In the office group: the file goes to the asker privately (it names every candidate).
+    in_group = unique_text(await h.send(OFFICE, f"/record {executed}", OFFICE_CHAT))
+    assert "已私信发送" in in_group and not USCC.search(in_group)
+    private = h.fake.last_bot_message(OFFICE)
+    assert private.document is not None and private.message_id != sent.message_id
+    assert h.fake.file_bytes(private.document["file_id"]).decode("utf-8") == content
+    assert all(m.document is None for m in h.fake.sent_by_bot(OFFICE_CHAT))
+    h.fake.block_bot(OFFICE)
+    blocked = unique_text(await h.send(OFFICE, f"/record {executed}", OFFICE_CHAT))
+    assert "无法私信您" in blocked and "/start" in blocked
+
+
+async def test_record_is_in_the_menus_and_in_help(harness: Harness) -> None:
+    h = harness
+    await world(h)
+    await register_commands(h.bot)
+    for scope in ("all_private_chats", "all_group_chats"):
+        menu = {c["command"]: c["description"] for c in h.fake.my_commands({"type": scope})}
+        assert "完整记录" in menu["record"]
+    assert "/record 抽取号" in unique_text(await h.send(OFFICE, "/help"))
+    assert "/record" not in unique_text(await h.send(LIAISON_SJJ, "/help"))
+
+
+async def test_merge_in_the_office_group_and_privately(harness: Harness) -> None:
+    h = harness
+    h.group(OFFICE_CHAT, "协调办工作群", OFFICE)
+    h.group(SJJ_CHAT, "市场监管局工作群", OFFICE)
+    clock = h.services.clock
+    assert isinstance(clock, FrozenClock)
+    _draw_a, draw_b, keys_a = await two_tasks(h.services.db, clock, mergeable=False)
+    async with h.services.db.read() as session:
+        names = set(await session.exec(select(Target.name)))
+
+    assert "用法" in unique_text(await h.send(OFFICE, "/merge", OFFICE_CHAT))
+    assert "没有编号为 99 的抽取" in unique_text(await h.send(OFFICE, "/merge 99", OFFICE_CHAT))
+    wrong = unique_text(await h.send(OFFICE, f"/merge {draw_b}", SJJ_CHAT))
+    assert "协调办工作群或私聊" in wrong
+    in_group = unique_text(await h.send(OFFICE, f"/merge {draw_b}", OFFICE_CHAT))
+    assert f"本次合并为联合检查 {len(keys_a)} 户" in in_group
+    assert f"/merge {draw_b}" in in_group and not any(n in in_group for n in names)
+    assert not USCC.search(in_group)
+    private = unique_text(await h.send(OFFICE, f"/merge {draw_b}"))
+    assert "没有可以再合并的检查" in private and f"此前已合并 {len(keys_a)} 户" in private
+    async with h.services.db.read() as session:
+        merged = list(
+            await session.exec(select(Target.name).where(col(Target.key).in_(list(keys_a))))
+        )
+    assert merged and all(name in private for name in merged)
