@@ -29,9 +29,10 @@ import os
 import random
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -133,7 +134,8 @@ def serve_fake(conn: Connection, limits: RateLimits, chats: list[int]) -> None:
             conn.send(base_url)
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)
             received = {chat_id: [m.text for m in fake.sent_by_bot(chat_id)] for chat_id in chats}
-            conn.send((fake.throttled_429, received))
+            refused = dict(fake.limiter.refused)
+            conn.send((fake.throttled_429, refused, received, time.process_time()))
 
     asyncio.run(serve())
 
@@ -147,6 +149,7 @@ class MemoryTelegram:
         self.groups: set[int] = set()
         self.received: dict[int, list[str]] = defaultdict(list)
         self.throttled_429 = 0
+        self.refused = self.windows.refused
 
     async def deliver(self, message: Outgoing) -> int:
         await asyncio.sleep(0.002)  # a round trip
@@ -157,6 +160,13 @@ class MemoryTelegram:
             raise Throttled(retry_after)
         self.received[message.chat_id].append(message.text)
         return len(self.received[message.chat_id])
+
+
+def timeline(stamps: list[datetime]) -> str:
+    """Messages recorded in each second of the run: the ramp-up and the tail show here."""
+    first = min(stamps)
+    seconds = Counter(int((stamp - first).total_seconds()) for stamp in stamps)
+    return " ".join(str(seconds[n]) for n in range(max(seconds) + 1))
 
 
 async def run(settings: Settings, fake: Connection | None) -> tuple[int, float, int]:
@@ -186,19 +196,27 @@ async def run(settings: Settings, fake: Connection | None) -> tuple[int, float, 
         started = time.perf_counter()
         sent = await sender.drain()
         seconds = time.perf_counter() - started
-        throttled_429, received = memory.throttled_429, memory.received
+        throttled_429, refused, received = (
+            memory.throttled_429,
+            dict(memory.refused),
+            memory.received,
+        )
     else:
         settings.telegram_api_base = fake.recv()
         bot = create_bot(settings)
         try:
             sender = Sender(db, AiogramTransport(bot), clock, limiter=limiter)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             sent = await sender.drain()
-            seconds = time.perf_counter() - started
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         finally:
             await bot.session.close()
         fake.send("report")
-        throttled_429, received = fake.recv()
+        throttled_429, refused, received, fake_cpu = fake.recv()
+        print(
+            f"CPU: the sender {cpu:.1f} s ({cpu / len(messages) * 1000:.2f} ms a message), "
+            f"the fake's process {fake_cpu:.1f} s in all"
+        )
 
     for chat_id, bodies in expected.items():
         got = received[chat_id]
@@ -212,11 +230,14 @@ async def run(settings: Settings, fake: Connection | None) -> tuple[int, float, 
                 )
             )
         ).scalar_one()
+        stamps = (await session.exec(select(OUTBOX.c.sent_at))).scalars().all()  # type: ignore[call-overload]
     await db.dispose()
+    print(f"messages recorded per second of the run: {timeline(stamps)}")
     if sent != len(messages) or recorded != len(messages):
         raise SystemExit(f"sent {sent}, recorded {recorded}, queued {len(messages)}")
     print(
         f"sender stats: {sender.stats}, overall rate at the end ×{sender.limiter.slowdown:.2f}; "
+        f"429s by full quota: {refused or 'none'}; "
         f"per chat order and exactly-once verified for {len(expected)} chats"
     )
     return sent, seconds, throttled_429

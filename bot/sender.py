@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aiolimiter import AsyncLimiter
 from sqlalchemy import Table, and_, bindparam, func, or_, update
 from sqlalchemy import select as core_select
 from sqlmodel import col, select
@@ -128,50 +127,104 @@ class Transport(Protocol):
 # ---------------------------------------------------------------------------- flood limits
 
 
-class Bucket(AsyncLimiter):
-    """An aiolimiter leaky bucket that can tell how long until it has room, without taking it."""
-
-    def wait_time(self) -> float:
-        self._leak()
-        excess = self._level + 1 - self.max_rate
-        return float(excess / self._rate_per_sec) if excess > 0 else 0.0
-
-    def idle(self) -> bool:
-        """Nothing sent within the last window."""
-        return self.has_capacity(self.max_rate)
+SLACK = 0.001
+"""Seconds added to every window: float rounding must never put two requests exactly one
+window apart on the server's side of the comparison."""
+PRESUME_AFTER = 5.0
+"""Seconds (at least one window) after which an unanswered request is taken as answered."""
 
 
-def window_bucket(limit: int, window: float, *, burst: int = 1, margin: float = 0.0) -> Bucket:
-    """A leaky bucket that never lets more than `limit` events into any sliding `window`.
+class ServerWindow:
+    """At most ``limit`` requests in any ``window`` seconds, as the server counts them.
 
-    Telegram (and our fake) count a sliding window; aiolimiter is a leaky bucket. A bucket of
-    capacity c draining r per second admits at most c - 1 + r·window events in any window, so
-    r = (limit - c + 1) / window keeps us inside it. `margin` slows it a little more, so that
-    the jitter between our clock and the server's cannot push a request into the previous window.
+    Telegram (and our fake, bot/fakeapi/limits.py) counts a sliding window of the moments it
+    *received* requests. We cannot see that moment, but it lies between our sending a request
+    and its answer coming back. So a request may go once ``window`` has passed since the answer
+    to every request ``limit`` or more sends back: then no ``limit + 1`` requests can fall into
+    one window however the network and the server's event loop delay them, and there is no
+    margin to guess. The cost is about one round trip per window, not a fixed share of the
+    rate. (A leaky bucket, aiolimiter, tried first, counts when we send: it needs a margin for
+    delays it cannot see, and a stalled event loop still bunched requests past it.)
+
+    A request still unanswered ``PRESUME_AFTER`` seconds (or one window, if longer) after it
+    went is taken as answered then: waiting for aiogram's 60 s timeout would stall every chat
+    behind one lost request. (One second was too short: on a loaded machine the fake's event
+    loop held requests longer, and counted them after we had presumed them answered.)
     """
-    burst = max(1, min(burst, limit))
-    rate = (limit - burst + 1) / window * (1 - margin)
-    return Bucket(burst, burst / rate)
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._recent: deque[tuple[float, asyncio.Future[float]]] = deque()
+        """(sent at, answered at) of the last ``limit - 1`` or more requests, oldest first."""
+        self._floor = float("-inf")
+        """The latest answer among older requests."""
+        self.presumed = 0
+        """Requests taken as answered without an answer."""
+
+    def _settle(self, now: float) -> float:
+        """Fold answered requests ``limit`` back into the floor; returns how long to wait for
+        the unanswered one that holds the next request back (0: none does)."""
+        while len(self._recent) >= self.limit:
+            sent, answer = self._recent[0]
+            if answer.done():
+                self._floor = max(self._floor, answer.result())
+            elif now - sent >= max(self.window, PRESUME_AFTER):
+                log.warning("no answer %.1f s after a send; presuming it counted", now - sent)
+                self.presumed += 1
+                self._floor = max(self._floor, now)
+            else:
+                return sent + max(self.window, PRESUME_AFTER) - now
+            self._recent.popleft()
+        return 0.0
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until a request may go."""
+        return self._settle(now) or max(0.0, self._floor + self.window + SLACK - now)
+
+    async def room(self) -> None:
+        """Wait until a request may go (then ``take`` it without awaiting in between)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            unanswered = self._settle(now)
+            if unanswered:
+                # `wait`, not `await`: cancelling us must not cancel the answer.
+                await asyncio.wait([self._recent[0][1]], timeout=unanswered)
+                continue
+            wait = self._floor + self.window + SLACK - now
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+    def take(self) -> asyncio.Future[float]:
+        """Count a request; set the future's result to the time its answer came back."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[float] = loop.create_future()
+        self._recent.append((loop.time(), answer))
+        return answer
+
+    def idle(self, now: float) -> bool:
+        """Nothing counted within the last window (the server's count is zero)."""
+        latest = self._floor
+        for _, answer in self._recent:
+            if not answer.done():
+                return False
+            latest = max(latest, answer.result())
+        return latest + self.window + SLACK <= now
+
+
+def _answered(answer: asyncio.Future[float], at: float) -> None:
+    if not answer.done():
+        answer.set_result(at)
 
 
 class DeliveryLimiter:
-    """Telegram's three quotas: overall per second, per group per minute, per chat per second.
+    """Telegram's three quotas: overall per second, per group per minute, per chat per second,
+    each a ``ServerWindow``. A lane (one chat) waits for its chat's and group's windows, then
+    queues for the overall one behind a gate task that hands the overall window's room to the
+    waiting lanes in turn; when the send returns, ``sent`` records the answer in all three."""
 
-    The server counts a request when it arrives, some milliseconds (or, when an event loop
-    stalls, much longer) after we took its token, so the buckets are built to stay inside the
-    server's windows despite that delay:
-    - a chat's (and a group's) token is taken when the previous send to it has *returned*: the
-      lane sends one message at a time, so the server saw that one before we start counting,
-      and no delay can bunch two sends to one chat together;
-    - the overall bucket is shared by all lanes and taken just before sending; it runs 3 % below
-      the quota, which absorbs ~30 ms of delay, and holds a few tokens (``GLOBAL_BURST``) so that
-      the hand-over from one waiting lane to the next does not cost throughput.
-    """
-
-    GLOBAL_MARGIN = 0.03
-    GLOBAL_BURST = 1 / 100  # of the per-second quota: 3 tokens at 300/s, 1 at Telegram's 30/s
-    CHAT_MARGIN = 0.02
-    GROUP_MARGIN = 0.02
     MIN_SLOWDOWN = 0.7
 
     def __init__(
@@ -185,14 +238,15 @@ class DeliveryLimiter:
         self.group_per_min = group_per_min
         self.chat_per_s = chat_per_s
         self.slowdown = 1.0
-        """Fraction of the overall rate in use: lowered by each 429 on the overall quota."""
+        """Fraction of the overall quota in use: lowered by each 429 on the overall quota."""
         self._slowed_at = 0.0
-        self._global = self._overall_bucket()
-        self._chats: dict[int, Bucket] = {}
-        self._groups: dict[int, Bucket] = {}
+        self._global = ServerWindow(global_per_s, 1.0) if global_per_s else None
+        self._chats: dict[int, ServerWindow] = {}
+        self._groups: dict[int, ServerWindow] = {}
+        self._in_flight: dict[int, list[asyncio.Future[float]]] = {}
         self._paused: dict[int, float] = {}
         self._all_paused_until = 0.0
-        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._waiting: deque[asyncio.Future[asyncio.Future[float]]] = deque()
         self._gate: asyncio.Task[None] | None = None
 
     @classmethod
@@ -207,67 +261,51 @@ class DeliveryLimiter:
     def unlimited(cls) -> DeliveryLimiter:
         return cls(global_per_s=None, group_per_min=None, chat_per_s=None)
 
-    def _chat(self, chat_id: int) -> Bucket | None:
+    def _chat(self, chat_id: int) -> ServerWindow | None:
         if not self.chat_per_s:
             return None
-        bucket = self._chats.get(chat_id)
-        if bucket is None:
+        window = self._chats.get(chat_id)
+        if window is None:
             if len(self._chats) > 4096:
                 self._forget_idle()
-            bucket = self._chats[chat_id] = window_bucket(
-                self.chat_per_s, 1.0, margin=self.CHAT_MARGIN
-            )
-        return bucket
+            window = self._chats[chat_id] = ServerWindow(self.chat_per_s, 1.0)
+        return window
 
-    def _group(self, chat_id: int) -> Bucket | None:
+    def _group(self, chat_id: int) -> ServerWindow | None:
         if not self.group_per_min:
             return None
-        bucket = self._groups.get(chat_id)
-        if bucket is None:
-            bucket = self._groups[chat_id] = window_bucket(
-                self.group_per_min,
-                60.0,
-                burst=max(1, self.group_per_min // 4),
-                margin=self.GROUP_MARGIN,
-            )
-        return bucket
+        window = self._groups.get(chat_id)
+        if window is None:
+            window = self._groups[chat_id] = ServerWindow(self.group_per_min, 60.0)
+        return window
 
     def _forget_idle(self) -> None:
-        """Buckets with nothing in their window hold no information; keeps memory bounded."""
+        """Windows with nothing in them hold no information; keeps memory bounded."""
+        now = asyncio.get_running_loop().time()
         for chats in (self._chats, self._groups):
-            for chat_id in [c for c, bucket in chats.items() if bucket.idle()]:
+            for chat_id in [c for c, window in chats.items() if window.idle(now)]:
                 del chats[chat_id]
 
     def throttled(self, chat_id: int, seconds: float, *, chat_was_idle: bool) -> bool:
         """Telegram answered 429 for this chat: it waits `seconds`. When the chat's own quota
-        was idle, the overall one ran out, and every chat pauses: sending on into a full window
-        only earns more 429s (tried: waiting for three such 429s before pausing everyone gave
-        ten times as many). Returns True when every chat was paused."""
+        was idle, the overall one ran out (another process sends with our token, or Telegram
+        counts less than documented), and every chat pauses: sending on into a full window
+        only earns more 429s. Returns True when every chat was paused."""
         now = asyncio.get_running_loop().time()
         until = now + seconds
         self._paused[chat_id] = max(self._paused.get(chat_id, 0.0), until)
         if not chat_was_idle:
             return False
         self._all_paused_until = max(self._all_paused_until, until)
-        # The server's clock disagrees with ours more than the margin allows (a loaded machine,
-        # a slow network): send a little slower from now on; `_recover` speeds up again.
         self._set_slowdown(max(self.MIN_SLOWDOWN, self.slowdown * 0.95), now)
         return True
-
-    def _overall_bucket(self) -> Bucket | None:
-        if not self.global_per_s:
-            return None
-        return window_bucket(
-            self.global_per_s,
-            1.0,
-            burst=max(1, round(self.global_per_s * self.GLOBAL_BURST)),
-            margin=1 - (1 - self.GLOBAL_MARGIN) * self.slowdown,
-        )
 
     def _set_slowdown(self, slowdown: float, now: float) -> None:
         self.slowdown = slowdown
         self._slowed_at = now
-        self._global = self._overall_bucket()
+        if self._global is not None and self.global_per_s:
+            # Lowering the limit only makes the window stricter for requests already counted.
+            self._global.limit = max(1, int(self.global_per_s * slowdown))
 
     def _recover(self, now: float) -> None:
         """Ten quiet seconds after a slowdown: 2 % faster, back up to the full rate."""
@@ -281,46 +319,54 @@ class DeliveryLimiter:
         return left
 
     async def turn(self, chat_id: int, is_group: bool) -> bool:
-        """Wait until this chat may send and take an overall token; call `sent` when the send
-        returns. True when the chat's own buckets were idle: a 429 then means the overall
-        quota ran out."""
+        """Wait until this chat may send and count the send in every quota; call `sent` when
+        the send returns. True when the chat's own quotas were idle: a 429 then means the
+        overall quota ran out. One send per chat at a time (the chat's lane)."""
         loop = asyncio.get_running_loop()
         self._recover(loop.time())
         chat = self._chat(chat_id)
         group = self._group(chat_id) if is_group else None
+        own = [window for window in (chat, group) if window is not None]
         while True:
-            wait = max(
-                self._pause_left(chat_id, loop.time()),
-                chat.wait_time() if chat else 0.0,
-                group.wait_time() if group else 0.0,
-            )
-            if wait > 0:
-                await asyncio.sleep(wait)
+            # The chat's earlier sends have all been answered (`sent`): these only sleep.
+            for window in own:
+                await window.room()
+            pause = self._pause_left(chat_id, loop.time())
+            if pause > 0:
+                await asyncio.sleep(pause)
                 continue
-            if self._global is not None:
-                await self._overall_token()
+            counted = [await self._overall_room()] if self._global is not None else []
             if self._pause_left(chat_id, loop.time()) <= 0:
                 break
-        return (chat is None or chat.idle()) and (group is None or group.idle())
+            for answer in counted:  # paused meanwhile: that room goes unused
+                _answered(answer, loop.time())
+        idle = all(window.idle(loop.time()) for window in own)
+        self._in_flight[chat_id] = counted + [window.take() for window in own]
+        return idle
 
-    async def _overall_token(self) -> None:
-        """Queue for the overall bucket behind one gate task. With hundreds of lanes waiting
-        on the AsyncLimiter itself, each hand-over costs an event-loop iteration, which caps
-        throughput below the quota; the gate hands out every token the bucket has at once."""
-        token = asyncio.get_running_loop().create_future()
+    async def _overall_room(self) -> asyncio.Future[float]:
+        """Queue for the overall window behind one gate task, which counts the request and
+        hands over its answer future. Hundreds of lanes waiting on the window themselves would
+        each cost an event-loop iteration per hand-over."""
+        token: asyncio.Future[asyncio.Future[float]] = asyncio.get_running_loop().create_future()
         self._waiting.append(token)
         if self._gate is None or self._gate.done():
             self._gate = asyncio.create_task(self._hand_out())
-        await token
+        try:
+            return await token
+        except asyncio.CancelledError:
+            if token.done() and not token.cancelled():  # counted, never sent
+                _answered(token.result(), asyncio.get_running_loop().time())
+            raise
 
     async def _hand_out(self) -> None:
         assert self._global is not None
         while self._waiting:
-            await self._global.acquire()
+            await self._global.room()
             while self._waiting:
                 token = self._waiting.popleft()
                 if not token.done():  # its lane may have been cancelled meanwhile
-                    token.set_result(None)
+                    token.set_result(self._global.take())
                     break
 
     async def close(self) -> None:
@@ -329,15 +375,11 @@ class DeliveryLimiter:
             await asyncio.gather(self._gate, return_exceptions=True)
             self._gate = None
 
-    async def sent(self, chat_id: int, is_group: bool) -> None:
-        """The send to this chat returned (whatever the answer): take its chat and group tokens.
-        `turn` saw room in them and only this chat's lane uses them, so this never waits."""
-        chat = self._chat(chat_id)
-        if chat is not None:
-            await chat.acquire()
-        group = self._group(chat_id) if is_group else None
-        if group is not None:
-            await group.acquire()
+    def sent(self, chat_id: int) -> None:
+        """The send to this chat returned, whatever the answer: the server counted it by now."""
+        now = asyncio.get_running_loop().time()
+        for answer in self._in_flight.pop(chat_id, []):
+            _answered(answer, now)
 
 
 # ---------------------------------------------------------------------------- the engine
@@ -727,7 +769,7 @@ class Sender:
             try:
                 message_id = await self.transport.deliver(row.outgoing)
             finally:
-                await self.limiter.sent(lane.chat_id, row.is_group)
+                self.limiter.sent(lane.chat_id)
         except Throttled as error:
             # Not an attempt: Telegram said when to come back (see `_throttled` for the cap).
             await self._throttled(lane, row, error.seconds, chat_was_idle=own_idle)

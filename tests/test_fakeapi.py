@@ -232,9 +232,10 @@ async def test_flood_limits_answer_429() -> None:
                 await bot.send_message(USER, "two")
             assert info.value.retry_after == 1
             assert fake.throttled_429 == 1
+            assert fake.limiter.refused == {"chat": 1}
             # Edits and callback answers are not flood-counted.
             await bot.edit_message_text("one!", chat_id=USER, message_id=first.message_id)
-            clock.now += 1.0
+            clock.now += 1.0  # exactly one window later the first send no longer counts
             await bot.send_message(USER, "two")
 
             for _ in range(20):
@@ -245,6 +246,7 @@ async def test_flood_limits_answer_429() -> None:
                 await bot.send_message(GROUP, "one too many")
             assert info.value.retry_after == 40
             assert fake.throttled_429 == 2
+            assert fake.limiter.refused == {"chat": 1, "group": 1}
             assert fake.calls[-1].status == 429
         finally:
             await session.close()
@@ -265,6 +267,7 @@ async def test_global_limit_across_chats() -> None:
                 await bot.send_message(uid, "hi")
             with pytest.raises(TelegramRetryAfter):
                 await bot.send_message(4, "hi")
+            assert fake.limiter.refused == {"overall": 1}
         finally:
             await bot.session.close()
 

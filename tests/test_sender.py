@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import defaultdict
 from datetime import timedelta
 
@@ -23,9 +24,9 @@ from bot.sender import (
     Rejected,
     RetryLater,
     Sender,
+    ServerWindow,
     Throttled,
     requeue_forbidden,
-    window_bucket,
 )
 from storage.db import Database
 from storage.models import OutboxMessage, Person, Role, RoleGrant
@@ -326,32 +327,68 @@ async def test_403_then_start_delivers_the_assignment(harness: Harness) -> None:
     assert row.status == "sent" and row.tg_message_id is not None
 
 
-@pytest.mark.parametrize(("limit", "window", "burst"), [(10, 0.1, 1), (8, 0.2, 2), (3, 0.1, 3)])
-async def test_buckets_never_exceed_the_sliding_window(
-    limit: int, window: float, burst: int
+@pytest.mark.parametrize(("limit", "window", "lanes"), [(5, 0.1, 1), (4, 0.1, 6), (1, 0.05, 3)])
+async def test_the_server_never_counts_more_than_its_window(
+    limit: int, window: float, lanes: int
 ) -> None:
-    bucket = window_bucket(limit, window, burst=burst)
-    quota = SlidingWindow(limit, window)
+    """The server stamps a request anywhere between our send and its answer (here: at a random
+    point of a random round trip); the fake's own sliding window must admit every one."""
+    server = SlidingWindow(limit, window)
+    ours = ServerWindow(limit, window)
     loop = asyncio.get_running_loop()
-    for _ in range(limit * 3):
-        await bucket.acquire()
-        now = loop.time()
-        assert quota.retry_after("k", now) is None
-        quota.record("k", now)
+    rng = random.Random(limit * 100 + lanes)
+    gate = asyncio.Lock()  # one request counted at a time, as the sender's gate does
+    refused: list[float] = []
+    stamps: list[float] = []
+
+    async def lane() -> None:
+        for _ in range(limit * 3):
+            async with gate:
+                await ours.room()
+                answer = ours.take()
+            trip = rng.uniform(0, window / 2)
+            await asyncio.sleep(trip * rng.random())
+            now = loop.time()
+            if server.retry_after("k", now) is None:
+                server.record("k", now)
+                stamps.append(now)
+            else:
+                refused.append(now)
+            await asyncio.sleep(trip * rng.random())
+            answer.set_result(loop.time())
+
+    await asyncio.gather(*(lane() for _ in range(lanes)))
+    assert refused == []
+    assert len(stamps) == limit * 3 * lanes
+
+
+async def test_a_request_never_answered_is_presumed_answered_after_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sender_module, "PRESUME_AFTER", 0.1)
+    ours = ServerWindow(1, 0.05)
+    loop = asyncio.get_running_loop()
+    ours.take()  # lost: never answered
+    started = loop.time()
+    await ours.room()
+    # taken as answered 0.1 s after it went, then one more window: not aiogram's 60 s
+    assert 0.15 <= loop.time() - started < 0.4
+    assert ours.presumed == 1
 
 
 async def test_the_limiter_keeps_a_chat_within_its_quota(db: Database, clock: FrozenClock) -> None:
-    await queue(db, clock, *[(7, f"m{n}") for n in range(6)], (8, "other"))
+    await queue(db, clock, *[(7, f"m{n}") for n in range(12)], (8, "other"))
     transport = ScriptedTransport()
     limiter = DeliveryLimiter(global_per_s=100, group_per_min=None, chat_per_s=10)
-    assert await sender(db, transport, clock, limiter=limiter).drain() == 7
+    assert await sender(db, transport, clock, limiter=limiter).drain() == 13
     quota = RateLimiter(
         RateLimits(global_per_second=100, group_per_minute=None, chat_per_second=10)
     )
     for at, chat, _ in transport.calls:
         assert quota.admit(chat, False, at) is None
     sends = [at for at, chat, _ in transport.calls if chat == 7]
-    assert sends[-1] - sends[0] >= 0.5
+    assert sends[9] - sends[0] < 0.5  # ten at once: the window allows them
+    assert sends[10] - sends[0] >= 1.0  # the eleventh waits for the first one's window
 
 
 async def test_requeue_touches_only_that_chats_403s(db: Database, clock: FrozenClock) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -75,19 +75,27 @@ class RateLimiter:
             if limits.chat_per_second is not None
             else None
         )
+        self.refused: Counter[str] = Counter()
+        """429s by the quota that was full ("overall", "group", "chat"): Telegram does not
+        say which, but a benchmark wants to know."""
 
     def admit(self, chat_id: int, is_group: bool, now: float) -> int | None:
         """Records the send and returns None, or returns Telegram's whole-second retry_after."""
-        checks: list[tuple[SlidingWindow, Hashable]] = []
+        checks: list[tuple[str, SlidingWindow, Hashable]] = []
         if self._global is not None:
-            checks.append((self._global, "*"))
+            checks.append(("overall", self._global, "*"))
         if self._group is not None and is_group:
-            checks.append((self._group, chat_id))
+            checks.append(("group", self._group, chat_id))
         if self._chat is not None:
-            checks.append((self._chat, chat_id))
-        waits = [w for window, key in checks if (w := window.retry_after(key, now)) is not None]
+            checks.append(("chat", self._chat, chat_id))
+        waits = {
+            quota: wait
+            for quota, window, key in checks
+            if (wait := window.retry_after(key, now)) is not None
+        }
         if waits:
-            return max(1, math.ceil(max(waits)))
-        for window, key in checks:
+            self.refused.update(waits.keys())
+            return max(1, math.ceil(max(waits.values())))
+        for _, window, key in checks:
             window.record(key, now)
         return None
