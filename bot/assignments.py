@@ -16,7 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
+from functools import lru_cache
+from typing import Any
 
+from sqlalchemy import Table, insert
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -26,13 +30,21 @@ from bot.dossier import (
     Dossier,
     department_contacts,
     inspector_chat,
+    inspector_chats,
     liaison_departments_of,
     load_dossier,
+    load_dossiers,
     local_today,
     office_chats,
 )
-from bot.duties import complete_duty, deadline_after, load_calendar, open_duty
-from bot.outbox import Keyboard, enqueue
+from bot.duties import (
+    DutySpec,
+    complete_duty,
+    deadline_after,
+    load_calendar,
+    open_duties,
+)
+from bot.outbox import Envelope, Keyboard, enqueue, enqueue_many
 from bot.people import Identity
 from bot.render import render, text
 from bot.telegram import AssignmentCb, RecusalCb, ResultCb
@@ -41,6 +53,7 @@ from storage.models import (
     LIVE_SEATS,
     Assignment,
     AssignmentStatus,
+    AuditLog,
     Duty,
     Inspection,
     InspectionItem,
@@ -53,6 +66,10 @@ from storage.models import (
     Role,
     RoleGrant,
 )
+
+AUDIT: Table = AuditLog.__table__  # type: ignore[attr-defined]
+UPDATE_CHUNK = 500
+"""Assignment ids per UPDATE … WHERE id IN (…)."""
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +84,28 @@ def recusal_reason_text(code: int) -> str:
 # --- what the inspector sees ----------------------------------------------------------------------
 
 
+@lru_cache(maxsize=16)
+def _label(key: str) -> str:
+    """A button label: the same few for thousands of assignment messages of a draw."""
+    return text(key)
+
+
 def assignment_buttons(assignment: Assignment, inspection_id: int) -> Keyboard:
     """确认接收 / 申请回避 / 详情 while pending; 录入结果 / 详情 once confirmed."""
     assert assignment.id is not None
     detail = (
-        text("button.assignment.detail"),
+        _label("button.assignment.detail"),
         AssignmentCb(action="detail", assignment_id=assignment.id).pack(),
     )
     if assignment.status == AssignmentStatus.PENDING:
         return [
             [
                 (
-                    text("button.assignment.confirm"),
+                    _label("button.assignment.confirm"),
                     AssignmentCb(action="confirm", assignment_id=assignment.id).pack(),
                 ),
                 (
-                    text("button.assignment.recuse"),
+                    _label("button.assignment.recuse"),
                     AssignmentCb(action="recuse", assignment_id=assignment.id).pack(),
                 ),
             ],
@@ -92,7 +115,7 @@ def assignment_buttons(assignment: Assignment, inspection_id: int) -> Keyboard:
         return [
             [
                 (
-                    text("button.result.enter"),
+                    _label("button.result.enter"),
                     ResultCb(action="open", inspection_id=inspection_id).pack(),
                 ),
                 detail,
@@ -182,45 +205,89 @@ async def _deliver(
 ) -> bool:
     """Queue the assignment message to its inspector; False when nobody is bound to them yet."""
     assert assignment.id is not None
-    chat = await inspector_chat(session, assignment.inspector_id)
-    if chat is None:
-        return False
-    member = dossier.member(assignment.id)
-    assert member is not None
+    unbound = await _deliver_many(
+        session, [assignment], {dossier.inspection_id: dossier}, now=now, tz=tz, headline=headline
+    )
+    return not unbound
+
+
+async def _deliver_many(
+    session: AsyncSession,
+    assignments: Sequence[Assignment],
+    dossiers: dict[int, Dossier],
+    *,
+    now: datetime,
+    tz: str,
+    headline: str = "",
+) -> list[Assignment]:
+    """Queue each assignment's message to its inspector, with its confirm duty and audit row,
+    in a few statements for the lot (a draw delivers thousands); returns those whose inspector
+    nobody is bound to yet (they stay undelivered)."""
+    chats = await inspector_chats(session, [a.inspector_id for a in assignments])
     calendar = await load_calendar(session)
-    deadline = deadline_after(calendar, local_today(now, tz), "confirm", dossier.task_deadlines)
-    await open_duty(
-        session,
-        kind="confirm",
-        subject=f"assignment:{assignment.id}",
-        deadline=deadline,
-        responsible_role="inspector",
-        department_code=member.department_code,
-        inspection_id=dossier.inspection_id,
-        inspector_id=assignment.inspector_id,
-        now=now,
-    )
-    await enqueue(
-        session,
-        key=f"assignment:deliver:{assignment.id}:{chat}",
-        chat_id=chat,
-        text=render_card(dossier, assignment, confirm_deadline=deadline, headline=headline),
-        buttons=assignment_buttons(assignment, dossier.inspection_id),
-        now=now,
-        notify_department=member.department_code,
-    )
-    assignment.delivered_at = now
-    session.add(assignment)
-    await record(
-        session,
-        actor="bot",
-        action="assignment.deliver",
-        entity="assignment",
-        entity_id=str(assignment.id),
-        at=now,
-        detail={"inspection_id": dossier.inspection_id, "chat": chat},
-    )
-    return True
+    today = local_today(now, tz)
+    duties: list[DutySpec] = []
+    messages: list[Envelope] = []
+    audits: list[dict[str, Any]] = []
+    delivered: list[Assignment] = []
+    unbound: list[Assignment] = []
+    for assignment in assignments:
+        assert assignment.id is not None
+        dossier = dossiers[assignment.inspection_id]
+        chat = chats.get(assignment.inspector_id)
+        if chat is None:
+            unbound.append(assignment)
+            continue
+        member = dossier.member(assignment.id)
+        assert member is not None
+        deadline = deadline_after(calendar, today, "confirm", dossier.task_deadlines)
+        duties.append(
+            DutySpec(
+                kind="confirm",
+                subject=f"assignment:{assignment.id}",
+                deadline=deadline,
+                responsible_role="inspector",
+                department_code=member.department_code,
+                inspection_id=dossier.inspection_id,
+                inspector_id=assignment.inspector_id,
+            )
+        )
+        messages.append(
+            Envelope(
+                key=f"assignment:deliver:{assignment.id}:{chat}",
+                chat_id=chat,
+                text=render_card(dossier, assignment, confirm_deadline=deadline, headline=headline),
+                buttons=assignment_buttons(assignment, dossier.inspection_id),
+                notify_department=member.department_code,
+            )
+        )
+        audits.append(
+            {
+                "at": now,
+                "actor": "bot",
+                "action": "assignment.deliver",
+                "entity": "assignment",
+                "entity_id": str(assignment.id),
+                "detail": {"inspection_id": dossier.inspection_id, "chat": chat},
+            }
+        )
+        delivered.append(assignment)
+    if not delivered:
+        return unbound
+    await open_duties(session, duties, now=now)
+    await enqueue_many(session, messages, now=now)
+    ids = [a.id for a in delivered]
+    for start in range(0, len(ids), UPDATE_CHUNK):
+        await session.exec(
+            update(Assignment)
+            .where(col(Assignment.id).in_(ids[start : start + UPDATE_CHUNK]))
+            .values(delivered_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    for assignment in delivered:  # the loaded objects agree with the rows, and stay clean
+        set_committed_value(assignment, "delivered_at", now)
+    await session.exec(insert(AUDIT), params=audits)  # storage.audit.record's row, in bulk
+    return unbound
 
 
 async def _tell_unreachable(
@@ -231,9 +298,15 @@ async def _tell_unreachable(
     key: str,
     now: datetime,
     office_admins: Sequence[int],
+    contacts: dict[str, list[int]] | None = None,
 ) -> None:
-    """The liaison learns who must open their invite link before assignments can reach them."""
-    for chat in await department_contacts(session, inspector.department_code, office_admins):
+    """The liaison learns who must open their invite link before assignments can reach them.
+    `contacts` remembers each department's contacts across the calls of one announcement."""
+    known = {} if contacts is None else contacts
+    code = inspector.department_code
+    if code not in known:
+        known[code] = await department_contacts(session, code, office_admins)
+    for chat in known[code]:
         await enqueue(
             session,
             key=f"{key}:{chat}",
@@ -282,19 +355,20 @@ async def announce_assignments(
 ) -> None:
     """One private message per assignment of an executed draw (idempotent: a delivered
     assignment is never queued twice); liaisons hear about inspectors nobody can reach yet."""
-    dossiers: dict[int, Dossier] = {}
+    seats = await _draw_assignments(session, draw_id)
+    dossiers = await load_dossiers(session, [a.inspection_id for a in seats])
     unreachable: dict[int, list[Dossier]] = {}
-    for assignment in await _draw_assignments(session, draw_id):
-        dossier = dossiers.get(assignment.inspection_id) or await load_dossier(
-            session, assignment.inspection_id
+    for assignment in await _deliver_many(session, seats, dossiers, now=now, tz=tz):
+        unreachable.setdefault(assignment.inspector_id, []).append(
+            dossiers[assignment.inspection_id]
         )
-        assert dossier is not None
-        dossiers[assignment.inspection_id] = dossier
-        if not await _deliver(session, assignment, dossier, now=now, tz=tz):
-            unreachable.setdefault(assignment.inspector_id, []).append(dossier)
+    contacts: dict[str, list[int]] = {}
+    people = {
+        i.id: i
+        for i in await session.exec(select(Inspector).where(col(Inspector.id).in_(unreachable)))
+    }
     for inspector_id, waiting in unreachable.items():
-        inspector = await session.get(Inspector, inspector_id)
-        assert inspector is not None
+        inspector = people[inspector_id]
         await _tell_unreachable(
             session,
             inspector,
@@ -302,6 +376,7 @@ async def announce_assignments(
             key=f"assignment:unbound:{draw_id}:{inspector_id}",
             now=now,
             office_admins=office_admins,
+            contacts=contacts,
         )
 
 
@@ -336,12 +411,9 @@ async def deliver_waiting(
             .order_by(col(Assignment.id))
         )
     )
-    delivered = 0
-    for assignment in waiting:
-        dossier = await load_dossier(session, assignment.inspection_id)
-        assert dossier is not None
-        delivered += await _deliver(session, assignment, dossier, now=now, tz=tz)
-    return delivered
+    dossiers = await load_dossiers(session, [a.inspection_id for a in waiting])
+    unbound = await _deliver_many(session, waiting, dossiers, now=now, tz=tz)
+    return len(waiting) - len(unbound)
 
 
 async def deliver_replacement(

@@ -6,7 +6,7 @@ Read-only helpers shared by assignments, results, review and follow-up; no Teleg
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -125,101 +125,137 @@ async def department_names(session: AsyncSession, codes: Iterable[str]) -> dict[
 
 async def load_dossier(session: AsyncSession, inspection_id: int) -> Dossier | None:
     """Everything a message about this inspection shows; active members only (not recused)."""
-    inspection = await session.get(Inspection, inspection_id)
-    if inspection is None or inspection.id is None:
-        return None
-    target = await session.get(Target, inspection.target_id)
-    assert target is not None
-    pairs = list(
-        await session.exec(
-            select(InspectionItem, CheckItem)
-            .outerjoin(CheckItem, col(CheckItem.code) == col(InspectionItem.item_code))
-            .where(
-                InspectionItem.inspection_id == inspection.id,
-                col(InspectionItem.voided_at).is_(None),
+    return (await load_dossiers(session, [inspection_id])).get(inspection_id)
+
+
+CHUNK = 500
+"""Ids per IN (…) list: far below SQLite's and asyncpg's limits on bound parameters."""
+
+
+def chunks(ids: Iterable[int]) -> Iterator[list[int]]:
+    """Distinct ids, sorted, in lists of at most CHUNK."""
+    wanted = sorted(set(ids))
+    for start in range(0, len(wanted), CHUNK):
+        yield wanted[start : start + CHUNK]
+
+
+async def load_dossiers(session: AsyncSession, inspection_ids: Iterable[int]) -> dict[int, Dossier]:
+    """`load_dossier` for many inspections in a few queries per 500 (a draw announces
+    thousands at once); unknown ids are left out."""
+    out: dict[int, Dossier] = {}
+    for chunk in chunks(inspection_ids):
+        out.update(await _load_chunk(session, chunk))
+    return out
+
+
+async def _load_chunk(session: AsyncSession, ids: list[int]) -> dict[int, Dossier]:
+    inspections = list(await session.exec(select(Inspection).where(col(Inspection.id).in_(ids))))
+    if not inspections:
+        return {}
+    target_ids = {i.target_id for i in inspections}
+    targets = {
+        t.id: t for t in await session.exec(select(Target).where(col(Target.id).in_(target_ids)))
+    }
+    pairs: dict[int, list[tuple[InspectionItem, CheckItem | None]]] = {}
+    for ii, check in await session.exec(
+        select(InspectionItem, CheckItem)
+        .outerjoin(CheckItem, col(CheckItem.code) == col(InspectionItem.item_code))
+        .where(col(InspectionItem.inspection_id).in_(ids), col(InspectionItem.voided_at).is_(None))
+        .order_by(col(InspectionItem.id))
+    ):
+        pairs.setdefault(ii.inspection_id, []).append((ii, check))
+    draw_tasks = dict(
+        (
+            await session.exec(
+                select(Draw.id, Draw.task_id).where(
+                    col(Draw.id).in_({i.draw_id for i in inspections})
+                )
             )
-            .order_by(col(InspectionItem.id))
-        )
+        ).all()
     )
-    task_ids = sorted({ii.task_id for ii, _ in pairs})
-    tasks = list(await session.exec(select(Task).where(col(Task.id).in_(task_ids))))
-    draw = await session.get(Draw, inspection.draw_id)
-    draw_task = await session.get(Task, draw.task_id) if draw is not None else None
-    members = list(
-        await session.exec(
-            select(Assignment, Inspector)
-            .join(Inspector, col(Inspector.id) == col(Assignment.inspector_id))
-            .where(
-                Assignment.inspection_id == inspection.id,
-                col(Assignment.status).in_(LIVE_SEATS),
-            )
-            .order_by(col(Assignment.pick_index), col(Assignment.id))
-        )
-    )
+    task_ids = {ii.task_id for rows in pairs.values() for ii, _ in rows} | set(draw_tasks.values())
+    tasks = {t.id: t for t in await session.exec(select(Task).where(col(Task.id).in_(task_ids)))}
+    members: dict[int, list[tuple[Assignment, Inspector]]] = {}
+    for assignment, inspector in await session.exec(
+        select(Assignment, Inspector)
+        .join(Inspector, col(Inspector.id) == col(Assignment.inspector_id))
+        .where(col(Assignment.inspection_id).in_(ids), col(Assignment.status).in_(LIVE_SEATS))
+        .order_by(col(Assignment.pick_index), col(Assignment.id))
+    ):
+        members.setdefault(assignment.inspection_id, []).append((assignment, inspector))
     names = await department_names(
         session,
-        [inspection.lead_department]
-        + [c.department_code for _, c in pairs if c is not None]
-        + [i.department_code for _, i in members],
+        [i.lead_department for i in inspections]
+        + [c.department_code for rows in pairs.values() for _, c in rows if c is not None]
+        + [i.department_code for rows in members.values() for _, i in rows],
     )
-    items = []
-    for ii, item in pairs:
-        assert ii.id is not None
-        dept = item.department_code if item else ""
-        items.append(
-            ItemView(
-                inspection_item_id=ii.id,
-                code=ii.item_code,
-                name=item.name if item else ii.item_code,
-                content=item.content if item else "",
-                basis=item.basis if item else "",
-                department_code=dept,
-                department_name=names.get(dept, dept),
+    out: dict[int, Dossier] = {}
+    for inspection in inspections:
+        assert inspection.id is not None
+        target = targets[inspection.target_id]
+        items = []
+        for ii, item in pairs.get(inspection.id, []):
+            assert ii.id is not None
+            dept = item.department_code if item else ""
+            items.append(
+                ItemView(
+                    inspection_item_id=ii.id,
+                    code=ii.item_code,
+                    name=item.name if item else ii.item_code,
+                    content=item.content if item else "",
+                    basis=item.basis if item else "",
+                    department_code=dept,
+                    department_name=names.get(dept, dept),
+                )
             )
-        )
-    views = []
-    for assignment, inspector in members:
-        assert assignment.id is not None and inspector.id is not None
-        views.append(
-            MemberView(
-                assignment_id=assignment.id,
-                inspector_id=inspector.id,
-                name=inspector.name,
-                phone=inspector.phone,
-                department_code=inspector.department_code,
-                department_name=names.get(inspector.department_code, inspector.department_code),
-                unit=inspector.unit,
-                status=assignment.status,
+        views = []
+        for assignment, inspector in members.get(inspection.id, []):
+            assert assignment.id is not None and inspector.id is not None
+            views.append(
+                MemberView(
+                    assignment_id=assignment.id,
+                    inspector_id=inspector.id,
+                    name=inspector.name,
+                    phone=inspector.phone,
+                    department_code=inspector.department_code,
+                    department_name=names.get(inspector.department_code, inspector.department_code),
+                    unit=inspector.unit,
+                    status=assignment.status,
+                )
             )
+        task_names = [
+            tasks[t].name for t in sorted({ii.task_id for ii, _ in pairs.get(inspection.id, [])})
+        ]
+        draw_task = tasks.get(draw_tasks.get(inspection.draw_id, -1))
+        out[inspection.id] = Dossier(
+            inspection_id=inspection.id,
+            draw_id=inspection.draw_id,
+            status=inspection.status,
+            window_start=inspection.window_start,
+            window_end=inspection.window_end,
+            method=inspection.method,
+            lead_department=inspection.lead_department,
+            lead_department_name=names.get(inspection.lead_department, inspection.lead_department),
+            merged=inspection.merged,
+            target=TargetView(
+                name=target.name,
+                key=target.key,
+                uscc=target.uscc,
+                address=target.address,
+                region=target.region,
+                credit_class=target.credit_class,
+                abnormal=target.abnormal,
+                serious_illegal=target.serious_illegal,
+                complaints=target.complaints,
+                subject_type=target.subject_type,
+                scope=target.scope,
+            ),
+            items=items,
+            members=views,
+            task_names=task_names,
+            task_deadlines=dict(draw_task.deadlines) if draw_task is not None else {},
         )
-    return Dossier(
-        inspection_id=inspection.id,
-        draw_id=inspection.draw_id,
-        status=inspection.status,
-        window_start=inspection.window_start,
-        window_end=inspection.window_end,
-        method=inspection.method,
-        lead_department=inspection.lead_department,
-        lead_department_name=names.get(inspection.lead_department, inspection.lead_department),
-        merged=inspection.merged,
-        target=TargetView(
-            name=target.name,
-            key=target.key,
-            uscc=target.uscc,
-            address=target.address,
-            region=target.region,
-            credit_class=target.credit_class,
-            abnormal=target.abnormal,
-            serious_illegal=target.serious_illegal,
-            complaints=target.complaints,
-            subject_type=target.subject_type,
-            scope=target.scope,
-        ),
-        items=items,
-        members=views,
-        task_names=[t.name for t in tasks],
-        task_deadlines=dict(draw_task.deadlines) if draw_task is not None else {},
-    )
+    return out
 
 
 # --- who to tell ----------------------------------------------------------------------------------
@@ -240,6 +276,26 @@ async def inspector_chat(session: AsyncSession, inspector_id: int) -> int | None
         )
     ).first()
     return row
+
+
+async def inspector_chats(session: AsyncSession, inspector_ids: Iterable[int]) -> dict[int, int]:
+    """`inspector_chat` for many inspectors at once; those nobody is bound to are left out."""
+    out: dict[int, int] = {}
+    for chunk in chunks(inspector_ids):
+        rows = await session.exec(
+            select(RoleGrant.inspector_id, Person.tg_user_id)
+            .join(Person, col(Person.id) == col(RoleGrant.person_id))
+            .where(
+                RoleGrant.role == Role.INSPECTOR,
+                col(RoleGrant.inspector_id).in_(chunk),
+                col(RoleGrant.active).is_(True),
+            )
+            .order_by(col(RoleGrant.id))
+        )
+        for inspector_id, chat in rows:  # the latest grant wins, as in inspector_chat
+            if inspector_id is not None:
+                out[inspector_id] = chat
+    return out
 
 
 async def liaison_chats(session: AsyncSession, department_code: str) -> list[int]:

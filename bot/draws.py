@@ -25,19 +25,19 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import case, literal, or_
+from sqlalchemy import Table, case, insert, literal, or_
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import draw as dsr
 from bot.assignments import announce_assignments
-from bot.dossier import DEFAULT_TIMEZONE
+from bot.dossier import DEFAULT_TIMEZONE, inspector_chats
 from bot.draw import Candidate, DrawParams, DrawRecord, Mode, Policy
-from bot.duties import cancel_duties, open_duty
-from bot.outbox import Keyboard, enqueue
+from bot.duties import DutySpec, cancel_duties, open_duties
+from bot.outbox import Envelope, Keyboard, enqueue, enqueue_many
 from bot.render import render, text
 from bot.tasks import mode_of, percent
-from bot.telegram import DrawCb
+from bot.telegram import AssignmentCb, DrawCb
 from storage.audit import record
 from storage.models import (
     LIVE_SEATS,
@@ -933,83 +933,43 @@ async def execute_draw(
     targets = await _targets_by_key(session, rec.order)
     groups = {g.target: g for g in rec.groups}
     open_now = await _open_inspections(session)
-    created: list[Inspection] = []
-    for batch, key in enumerate(rec.order, 1):
-        target_id, _name = targets[key]
-        group = groups.get(key)
-        inspection = Inspection(
-            draw_id=draw.id,
-            target_id=target_id,
-            target_key=key,
-            lead_department=task.lead_department,
-            rank=dsr.rank(draw.seed_hex, key),
-            batch_order=batch,
-            window_start=task.window_start,
-            window_end=task.window_end,
-            method=task.method,
-            status=InspectionStatus.ASSIGNED if group else InspectionStatus.SHORTFALL,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(inspection)
-        created.append(inspection)
-    await session.flush()
-    for inspection in created:
-        assert inspection.id is not None
-        for code in task.item_codes:
-            session.add(
-                InspectionItem(
-                    inspection_id=inspection.id,
-                    task_id=task.id,
-                    draw_id=draw.id,
-                    item_code=code,
-                    year=task.year,
-                )
-            )
-        group = groups.get(inspection.target_key)
-        for pick in group.picks if group else ():
-            session.add(
-                Assignment(
-                    inspection_id=inspection.id,
-                    inspector_id=by_cert[pick.cert_no].inspector_id,
-                    pick_index=pick.j,
-                    draw_id=draw.id,
-                    created_at=now,
-                )
-            )
-    await session.flush()
+    ids = await _create_inspections(session, draw, task, rec, targets, by_cert, now=now)
 
-    live: list[Inspection] = []
-    for inspection in created:
+    live: list[int] = []
+    duties: list[DutySpec] = []
+    for key in rec.order:
+        iid = ids[key]
         partner = next(
             (
                 o
-                for o in open_now.get(inspection.target_key, [])
+                for o in open_now.get(key, [])
                 if joinable(o, task.id, task.window_start, task.window_end)
             ),
             None,
         )
-        if partner is not None and automatic(partner, task):
-            line = await _merge_into(
-                session, keep_id=partner.id, gone=inspection, actor=actor, now=now, manual=False
-            )
-            view.merged.append(line)
-            continue
         if partner is not None:
+            inspection = await session.get(Inspection, iid)
+            assert inspection is not None
+            if automatic(partner, task):
+                line = await _merge_into(
+                    session, keep_id=partner.id, gone=inspection, actor=actor, now=now, manual=False
+                )
+                view.merged.append(line)
+                continue
             view.overlaps.append(await _overlap(session, inspection, partner))
-        live.append(inspection)
-        if inspection.status == InspectionStatus.ASSIGNED:
-            assert inspection.id is not None
-            await open_duty(
-                session,
-                kind="inspect",
-                subject=f"inspection:{inspection.id}",
-                deadline=inspection.window_end,
-                responsible_role="inspector",
-                department_code=inspection.lead_department,
-                inspection_id=inspection.id,
-                now=now,
+        live.append(iid)
+        if key in groups:
+            duties.append(
+                DutySpec(
+                    kind="inspect",
+                    subject=f"inspection:{iid}",
+                    deadline=task.window_end,
+                    responsible_role="inspector",
+                    department_code=task.lead_department,
+                    inspection_id=iid,
+                )
             )
+    await open_duties(session, duties, now=now)
 
     cert_department = {i.cert_no: i.department for i in rec.pool}
     names = await _names(session, task.department_codes)
@@ -1030,9 +990,11 @@ async def execute_draw(
     view.skips = len(rec.skips)
     view.load_cap = rec.load_cap
     view.pool_size = len(rec.pool)
+    short = {s.target for s in rec.shortfalls}
+    batches = {key: n for n, key in enumerate(rec.order, 1) if key in short}
     view.shortfalls = [
         ShortfallLine(
-            rec.order.index(s.target) + 1,
+            batches[s.target],
             s.target,
             targets[s.target][1],
             text(f"draw.shortfall.{s.reason}"),
@@ -1067,6 +1029,92 @@ async def execute_draw(
     await _announce_execution(session, view, task, now=now, detail_chat=detail_chat)
     await _announce_assignments(session, draw.id, now=now, tz=tz, office_admins=office_admins)
     return view
+
+
+INSPECTION: Table = Inspection.__table__  # type: ignore[attr-defined]
+INSPECTION_ITEM: Table = InspectionItem.__table__  # type: ignore[attr-defined]
+ASSIGNMENT: Table = Assignment.__table__  # type: ignore[attr-defined]
+
+
+async def _create_inspections(
+    session: AsyncSession,
+    draw: Draw,
+    task: Task,
+    rec: DrawRecord,
+    targets: dict[str, tuple[int, str]],
+    by_cert: dict[str, PoolMember],
+    *,
+    now: datetime,
+) -> dict[str, int]:
+    """An inspection per drawn target (in batch order), its items and its seats: three
+    executemany INSERTs, not an ORM object per row (a county draw creates 100,000 rows).
+    Returns the inspection id per target key."""
+    assert draw.id is not None and task.id is not None
+    groups = {g.target: g for g in rec.groups}
+    await session.exec(
+        insert(INSPECTION),
+        params=[
+            {
+                "draw_id": draw.id,
+                "target_id": targets[key][0],
+                "target_key": key,
+                "lead_department": task.lead_department,
+                "rank": dsr.rank(draw.seed_hex, key),
+                "batch_order": batch,
+                "window_start": task.window_start,
+                "window_end": task.window_end,
+                "method": task.method,
+                "status": (
+                    InspectionStatus.ASSIGNED if key in groups else InspectionStatus.SHORTFALL
+                ).value,
+                "merged": False,
+                "merged_into_id": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for batch, key in enumerate(rec.order, 1)
+        ],
+    )
+    ids: dict[str, int] = dict(
+        (
+            await session.exec(
+                select(Inspection.target_key, Inspection.id).where(Inspection.draw_id == draw.id)
+            )
+        ).all()  # type: ignore[arg-type]
+    )
+    items = [
+        {
+            "inspection_id": ids[key],
+            "task_id": task.id,
+            "draw_id": draw.id,
+            "item_code": code,
+            "year": task.year,
+            "voided_at": None,
+        }
+        for key in rec.order
+        for code in task.item_codes
+    ]
+    if items:
+        await session.exec(insert(INSPECTION_ITEM), params=items)
+    seats = [
+        {
+            "inspection_id": ids[group.target],
+            "inspector_id": by_cert[pick.cert_no].inspector_id,
+            "pick_index": pick.j,
+            "status": AssignmentStatus.PENDING.value,
+            "replaces_id": None,
+            "draw_id": draw.id,
+            "delivered_at": None,
+            "confirmed_at": None,
+            "recusal_reason": None,
+            "created_at": now,
+        }
+        for group in rec.groups
+        for pick in group.picks
+    ]
+    if seats:
+        await session.exec(insert(ASSIGNMENT), params=seats)
+    return ids
 
 
 async def _announce_assignments(
@@ -1192,6 +1240,7 @@ async def _merge_into(
             )
         )
     }
+    added_items: list[str] = []
     for item in await session.exec(
         select(InspectionItem).where(
             InspectionItem.inspection_id == gone.id, col(InspectionItem.voided_at).is_(None)
@@ -1199,6 +1248,7 @@ async def _merge_into(
     ):
         if (item.task_id, item.item_code) in have_items:
             continue
+        added_items.append(item.item_code)
         session.add(
             InspectionItem(
                 inspection_id=keep.id,
@@ -1208,10 +1258,12 @@ async def _merge_into(
                 year=item.year,
             )
         )
-    seated = {
-        a.inspector_id
-        for a in await session.exec(select(Assignment).where(Assignment.inspection_id == keep.id))
-    }
+    kept_seats = list(
+        await session.exec(select(Assignment).where(Assignment.inspection_id == keep.id))
+    )
+    seated = {a.inspector_id for a in kept_seats}
+    # Who already works on the kept visit (and was told about it) hears about the new items.
+    told = [a for a in kept_seats if a.status in LIVE_SEATS and a.delivered_at is not None]
     added = 0
     for seat in list(
         await session.exec(
@@ -1270,6 +1322,16 @@ async def _merge_into(
         detail={"merged": gone.id, "manual": manual, "added_members": added},
     )
     target = await session.get(Target, keep.target_id)
+    if added_items and told:
+        await _tell_added_items(
+            session,
+            keep,
+            gone,
+            target_name=target.name if target else keep.target_key,
+            codes=added_items,
+            seats=told,
+            now=now,
+        )
     return MergeLine(
         inspection_id=keep.id,
         key=keep.target_key,
@@ -1280,6 +1342,77 @@ async def _merge_into(
         how="manual" if manual else "auto",
         added_members=added,
     )
+
+
+@dataclass(frozen=True)
+class AddedItem:
+    code: str
+    name: str
+    department: str  # the item's own department (its 检查事项清单), by name
+
+
+@dataclass(frozen=True)
+class AddedItems:
+    """What the inspectors of a kept inspection are told when a merge adds items to it."""
+
+    inspection_id: int
+    target_name: str
+    items: list[AddedItem]
+    department: str  # the department whose task brought the items (lead of the merged visit)
+    window_start: date
+    window_end: date
+
+
+async def _tell_added_items(
+    session: AsyncSession,
+    keep: Inspection,
+    gone: Inspection,
+    *,
+    target_name: str,
+    codes: list[str],
+    seats: list[Assignment],
+    now: datetime,
+) -> None:
+    """A private message to each inspector already on `keep`: the items and the department
+    the merge added, in the merge's transaction (the newcomers get a whole new assignment)."""
+    assert keep.id is not None and gone.id is not None
+    checks = {
+        c.code: c
+        for c in await session.exec(select(CheckItem).where(col(CheckItem.code).in_(codes)))
+    }
+    names = await _names(
+        session, [gone.lead_department, *(c.department_code for c in checks.values())]
+    )
+    items = []
+    for code in codes:
+        check = checks.get(code)
+        dept = check.department_code if check else ""
+        items.append(AddedItem(code, check.name if check else "", names.get(dept, dept)))
+    view = AddedItems(
+        inspection_id=keep.id,
+        target_name=target_name,
+        items=items,
+        department=names.get(gone.lead_department, gone.lead_department),
+        window_start=keep.window_start,
+        window_end=keep.window_end,
+    )
+    body = render("draws/merged_items.j2", m=view)
+    chats = await inspector_chats(session, [a.inspector_id for a in seats])
+    messages = []
+    for seat in seats:
+        chat = chats.get(seat.inspector_id)
+        if chat is None or seat.id is None:
+            continue
+        detail = AssignmentCb(action="detail", assignment_id=seat.id).pack()
+        messages.append(
+            Envelope(
+                key=f"draws:merged:{keep.id}:{gone.id}:{seat.id}",
+                chat_id=chat,
+                text=body,
+                buttons=[[(text("button.assignment.detail"), detail)]],
+            )
+        )
+    await enqueue_many(session, messages, now=now)
 
 
 @dataclass

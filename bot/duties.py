@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 
+from sqlalchemy import Table, insert
 from sqlmodel import col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -103,6 +104,67 @@ async def open_duty(
     session.add(duty)
     await session.flush()
     return duty
+
+
+@dataclass(frozen=True, slots=True)
+class DutySpec:
+    """The arguments of `open_duty` but the session and now, for `open_duties`."""
+
+    kind: str
+    subject: str
+    deadline: date
+    responsible_role: str
+    department_code: str
+    inspection_id: int | None = None
+    inspector_id: int | None = None
+
+
+DUTY: Table = Duty.__table__  # type: ignore[attr-defined]
+LOOKUP_CHUNK = 500
+"""Subjects per IN (…) list when looking for duties already there."""
+
+
+async def open_duties(session: AsyncSession, specs: Sequence[DutySpec], *, now: datetime) -> int:
+    """`open_duty` for many duties (a draw opens thousands): the same rules, in a few
+    statements per 500 instead of two per duty. Returns how many were opened now."""
+    wanted: dict[tuple[str, str], DutySpec] = {}
+    for spec in specs:
+        wanted.setdefault((spec.kind, spec.subject), spec)
+    by_kind: dict[str, list[str]] = {}
+    for kind, subject in wanted:
+        by_kind.setdefault(kind, []).append(subject)
+    for kind, subjects in by_kind.items():
+        for start in range(0, len(subjects), LOOKUP_CHUNK):
+            chunk = subjects[start : start + LOOKUP_CHUNK]
+            existing = await session.exec(
+                select(Duty).where(Duty.kind == kind, col(Duty.subject).in_(chunk))
+            )
+            for duty in existing:
+                if duty.status == DutyStatus.OPEN:
+                    del wanted[(kind, duty.subject)]  # already open: unchanged
+                else:  # finished: a new round in a new row (see open_duty)
+                    duty.subject = f"{duty.subject}#{duty.id}"
+                    session.add(duty)
+    await session.flush()
+    rows = [
+        {
+            "kind": spec.kind,
+            "subject": spec.subject,
+            "responsible_role": spec.responsible_role,
+            "department_code": spec.department_code,
+            "inspection_id": spec.inspection_id,
+            "inspector_id": spec.inspector_id,
+            "deadline": spec.deadline,
+            "status": DutyStatus.OPEN.value,
+            "stage": 0,
+            "next_check_on": now.date() - timedelta(days=1),  # due at once, as in open_duty
+            "created_at": now,
+        }
+        for spec in wanted.values()
+    ]
+    if rows:
+        await session.exec(insert(DUTY), params=rows)
+    return len(rows)
 
 
 async def complete_duty(
