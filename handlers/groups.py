@@ -1,17 +1,19 @@
-"""Binding group chats to the office or a department; following supergroup migrations."""
+"""Binding group chats to the office or a department; following supergroup migrations; the
+bot being added back to a group."""
 
 from __future__ import annotations
 
 import logging
 
 from aiogram import F, Router
-from aiogram.filters import Command, CommandObject
-from aiogram.types import Message
+from aiogram.filters import JOIN_TRANSITION, ChatMemberUpdatedFilter, Command, CommandObject
+from aiogram.types import ChatMemberUpdated, Message
 
 from bot.app import Services
 from bot.chats import BindProblem, bind_group, migrate_group
 from bot.people import Identity
 from bot.render import render
+from bot.sender import requeue_forbidden
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +74,19 @@ async def migrated_from(message: Message, services: Services) -> None:
         )
 
 
+async def bot_added(event: ChatMemberUpdated, services: Services) -> None:
+    """The bot was added (back) to a group: send again what the group refused with 403."""
+    async with services.db.session() as session:
+        requeued = await requeue_forbidden(session, event.chat.id, services.clock.now())
+    log.info("bot added to group %s; %d refused messages queued again", event.chat.id, requeued)
+
+
 def create_router() -> Router:
     router = Router(name="groups")
     router.message.filter(F.chat.type.in_({"group", "supergroup"}))
     router.message.register(bind, Command("bind"), flags={"role": "office"})
     router.message.register(migrated, F.migrate_to_chat_id)
     router.message.register(migrated_from, F.migrate_from_chat_id)
+    router.my_chat_member.filter(F.chat.type.in_({"group", "supergroup"}))
+    router.my_chat_member.register(bot_added, ChatMemberUpdatedFilter(JOIN_TRANSITION))
     return router

@@ -605,3 +605,19 @@ async def test_control_routes_drive_a_conversation(
 
     for upd in fake.pending_updates():
         Update.model_validate(upd, context={"bot": bot})
+
+
+async def test_removing_and_adding_the_bot_back_to_a_group(bot: Bot, fake: FakeTelegram) -> None:
+    fake.pending_updates()  # whatever the fixture queued
+    removed = fake.kick_bot(GROUP, by_user_id=USER)
+    with pytest.raises(TelegramForbiddenError, match="bot was kicked from the group chat"):
+        await bot.send_message(GROUP, "hello")
+    added = fake.add_bot(GROUP, by_user_id=USER)
+    assert (await bot.send_message(GROUP, "back")).text == "back"
+    changes = [
+        Update.model_validate(u, context={"bot": bot}).my_chat_member for u in (removed, added)
+    ]
+    assert [(c.old_chat_member.status, c.new_chat_member.status) for c in changes if c] == [
+        ("member", "kicked"),
+        ("kicked", "member"),
+    ]

@@ -684,6 +684,35 @@ class FakeTelegram:
             {"status": "member", "user": self.bot_user},
         )
 
+    def kick_bot(self, chat_id: int, *, by_user_id: int) -> UpdateDict:
+        """A member removes the bot from a group: sends to it answer 403 from now on."""
+        chat = self._group(chat_id)
+        chat.bot_member = False
+        chat.bot_admin = False
+        chat.bot_kicked = True
+        return self.bot_membership_changed(
+            chat,
+            self.user(by_user_id).to_api(),
+            {"status": "member", "user": self.bot_user},
+            {"status": "kicked", "user": self.bot_user, "until_date": 0},
+        )
+
+    def add_bot(self, chat_id: int, *, by_user_id: int) -> UpdateDict:
+        """A member adds the bot (back) to a group, as an ordinary member."""
+        chat = self._group(chat_id)
+        old = "kicked" if chat.bot_kicked else "left"
+        chat.bot_member = True
+        chat.bot_kicked = False
+        before: JSON = {"status": old, "user": self.bot_user}
+        if old == "kicked":
+            before["until_date"] = 0
+        return self.bot_membership_changed(
+            chat,
+            self.user(by_user_id).to_api(),
+            before,
+            {"status": "member", "user": self.bot_user},
+        )
+
     def bot_membership_changed(
         self, chat: FakeChat, actor: JSON, old: JSON, new: JSON
     ) -> UpdateDict:
