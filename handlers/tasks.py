@@ -82,6 +82,14 @@ STATE_OF: dict[str, State] = {step: getattr(TaskDialog, step) for step in (*STEP
 STEP_OF: dict[str | None, str] = {s.state: step for step, s in STATE_OF.items()}
 _CUSTOM_WORDS = {"credit_custom", "自定义", "自定义比例", "信用分类自定义"}
 _STATION_MODES = (Mode.STATIONS.value, Mode.STATION.value)
+# The steps whose question carries these buttons; pressed (or forged) elsewhere they are stale.
+_ACT_STEPS = {
+    "toggle": MULTI_STEPS,
+    "done": (*MULTI_STEPS, "filters"),
+    "reinspect": ("confirm",),
+    "create": ("confirm",),
+    "advanced": ("confirm",),
+}
 
 
 # --- showing a step --------------------------------------------------------------------------
@@ -353,6 +361,7 @@ async def pressed(
         not isinstance(message, Message)
         or current != step
         or data.get("msg") not in (None, message.message_id)
+        or step not in _ACT_STEPS.get(callback_data.act, (step,))
     ):
         await callback.answer(text("task.stale"), show_alert=True)
         return

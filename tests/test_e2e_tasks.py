@@ -12,6 +12,7 @@ from sqlmodel import col, select
 from bot.draws import commit_draw, void_draw
 from bot.fakeapi import StoredMessage
 from bot.tasks import create_task, create_tasks_from_file
+from bot.telegram import TaskCb
 from storage.models import Task
 from tests.harness import OFFICE, Harness, text_of, unique_text
 from tests.test_draws import OFFICE_CHAT, TODAY, run_draw, spec
@@ -262,3 +263,20 @@ async def test_office_group_task_list_shows_status_and_every_draw(harness: Harne
     untouched = blocks["#1 未抽任务（2026）"]
     assert "状态：未抽取" in untouched and "抽取：" not in untouched
     assert list(blocks) == ["#3 重抽任务（2026）", "#2 待执行任务（2026）", "#1 未抽任务（2026）"]
+
+
+async def test_forged_buttons_of_the_current_step_are_stale(harness: Harness) -> None:
+    h = harness
+    await world(h)
+    await typed(h, OFFICE, "/task")
+    ask = await typed(h, OFFICE, "伪造按钮")
+    assert "年度" in text_of(ask)
+    # Acts that belong to other questions, with this step's name: refused, nothing changes.
+    for act in ("create", "done", "toggle", "advanced", "reinspect"):
+        forged = TaskCb(step="year", act=act, n=0).pack()
+        await h.feed(h.fake.press_button(OFFICE, ask, forged, check_keyboard=False))
+        assert "过期" in str(answer(h)["text"]), act
+    ask = await press(h, OFFICE, still_asking(h, ask, "年度"), "2027")
+    assert "参与部门" in text_of(ask)
+    async with h.services.db.read() as session:
+        assert not list(await session.exec(select(Task)))
