@@ -151,7 +151,7 @@ async def _record(
         body = render("followups/ask_date.j2", kind=kind, hint=outcome.hint)
         await show(bot, chat_id, message_id, body, _date_rows(followup_id))
         return
-    await state.set_state(None)
+    await state.clear()  # the question is answered: a repeated tap of its buttons is stale
     if outcome.followup is None:
         await bot.send_message(chat_id, text(f"followup.hint.{outcome.hint}"))
         return
