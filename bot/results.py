@@ -999,6 +999,16 @@ async def _seats(session: AsyncSession, inspection_id: int) -> list[Assignment]:
     )
 
 
+async def _tell_group(
+    session: AsyncSession, inspection_id: int, *, key: str, body: str, now: datetime
+) -> None:
+    """One message to every member of the group (`key` plus the chat is the idempotency key)."""
+    for seat in await _seats(session, inspection_id):
+        chat = await inspector_chat(session, seat.inspector_id)
+        if chat is not None:
+            await enqueue(session, key=f"{key}:{chat}", chat_id=chat, text=body, now=now)
+
+
 async def submit(
     session: AsyncSession,
     turn: Turn,
@@ -1392,16 +1402,13 @@ async def _all_cosigned(
             buttons=review_buttons(result.id, result.version),
             now=now,
         )
-    for seat in await _seats(session, result.inspection_id):
-        chat = await inspector_chat(session, seat.inspector_id)
-        if chat is not None:
-            await enqueue(
-                session,
-                key=f"result:cosigned:{result.id}:{result.version}:{chat}",
-                chat_id=chat,
-                text=render("results/all_cosigned.j2", d=dossier),
-                now=now,
-            )
+    await _tell_group(
+        session,
+        result.inspection_id,
+        key=f"result:cosigned:{result.id}:{result.version}",
+        body=render("results/all_cosigned.j2", d=dossier),
+        now=now,
+    )
     await record(
         session,
         actor="bot",
@@ -1570,16 +1577,13 @@ async def _approve(
         inspection_id=inspection.id,
         now=now,
     )
-    for seat in await _seats(session, result.inspection_id):
-        chat = await inspector_chat(session, seat.inspector_id)
-        if chat is not None:
-            await enqueue(
-                session,
-                key=f"result:approved:{result.id}:{result.version}:{chat}",
-                chat_id=chat,
-                text=render("results/approved.j2", d=dossier),
-                now=now,
-            )
+    await _tell_group(
+        session,
+        result.inspection_id,
+        key=f"result:approved:{result.id}:{result.version}",
+        body=render("results/approved.j2", d=dossier),
+        now=now,
+    )
 
 
 async def waiting_reviews(
