@@ -16,7 +16,8 @@ What the sender does with each answer:
   the chat's own quota was idle (so the overall quota ran out). 429s are counted
   in ``throttled`` and cost no attempt until ``FREE_THROTTLES`` of them.
 - network errors and 5xx (``RetryLater``): exponential backoff with jitter, persisted in
-  ``next_attempt_at`` so it survives a restart; gives up after ``MAX_ATTEMPTS``.
+  ``next_attempt_at`` so it survives a restart; gives up after ``MAX_ATTEMPTS`` and tells the
+  office (``notify_gave_up``), once per batch of results.
 - 403 (``Forbidden``): the person blocked the bot or never opened it. The row is failed, and
   the liaisons of ``notify_department`` get one private notice per episode;
   ``requeue_forbidden`` sends everything again once the person opens the bot.
@@ -44,7 +45,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.outbox import enqueue
-from bot.render import render, text
+from bot.render import has_text, render, text
 from storage.db import Database
 from storage.models import ChatBinding, OutboxMessage, OutboxStatus, Person, Role, RoleGrant
 
@@ -69,6 +70,8 @@ FLUSH_EVERY = 0.1
 """Seconds between writes of results: widens the sent-but-not-recorded window by as much."""
 MAX_INLINE_WAIT = 10.0
 """A longer retry_after releases the chat's rows to the database instead of holding them."""
+DELIVERY = "delivery"
+"""The feature of the delivery engine's own messages (their idempotency keys' prefix)."""
 FORBIDDEN = "forbidden"
 """Prefix of ``last_error`` for rows that failed with 403 (see ``requeue_forbidden``)."""
 
@@ -390,6 +393,7 @@ class _Row:
     """A claimed outbox row, as the lane holding it sees it."""
 
     id: int
+    key: str
     chat_id: int
     is_group: bool
     notify_department: str | None
@@ -407,6 +411,8 @@ class _Done:
     at: datetime
     message_id: int | None = None
     error: str | None = None
+    gave_up: bool = False
+    """Failed after ``MAX_ATTEMPTS`` tries that may succeed another time (network, 429s)."""
 
 
 @dataclass
@@ -632,6 +638,7 @@ class Sender:
             .values(claimed_by=self.name, claimed_until=until)
             .returning(
                 t.c.id,
+                t.c.idem_key,
                 t.c.chat_id,
                 t.c.is_group,
                 t.c.method,
@@ -649,6 +656,7 @@ class Sender:
             claimed = [
                 _Row(
                     id=r.id,
+                    key=r.idem_key,
                     chat_id=r.chat_id,
                     is_group=r.is_group,
                     notify_department=r.notify_department,
@@ -807,7 +815,9 @@ class Sender:
             row.attempts += 1
             if row.attempts >= MAX_ATTEMPTS:
                 self.stats.failed += 1
-                self._finish(lane.queue.popleft(), error=f"throttled {row.throttled} times")
+                self._finish(
+                    lane.queue.popleft(), error=f"throttled {row.throttled} times", gave_up=True
+                )
                 return
         log.warning("429 for chat %s: retry after %s s", lane.chat_id, seconds)
         if self.limiter.throttled(lane.chat_id, seconds, chat_was_idle=chat_was_idle):
@@ -822,7 +832,7 @@ class Sender:
         reason = f"{type(error).__name__}: {error}"
         if row.attempts >= MAX_ATTEMPTS:
             self.stats.failed += 1
-            self._finish(lane.queue.popleft(), error=reason)
+            self._finish(lane.queue.popleft(), error=reason, gave_up=True)
             return
         delay = self.backoff(row.attempts)
         log.warning("outbox row %s: %s; retry in %.0f s", row.id, reason, delay)
@@ -880,9 +890,14 @@ class Sender:
     # -- recording --------------------------------------------------------------------------
 
     def _finish(
-        self, row: _Row, *, message_id: int | None = None, error: str | None = None
+        self,
+        row: _Row,
+        *,
+        message_id: int | None = None,
+        error: str | None = None,
+        gave_up: bool = False,
     ) -> None:
-        self._results.append(_Done(row, self.clock.now(), message_id, error))
+        self._results.append(_Done(row, self.clock.now(), message_id, error, gave_up))
         self._has_results.set()
 
     async def _flush_loop(self) -> None:
@@ -970,6 +985,15 @@ class Sender:
                 await notify_unreachable(
                     session, chat_id=chat_id, departments=sorted(departments), now=batch[0].at
                 )
+            # Not about our own notices, or an office unreachable for an hour would be told so
+            # every hour, about the previous notice.
+            gave_up = [
+                done.row
+                for done in failed
+                if done.gave_up and not done.row.key.startswith(f"{DELIVERY}:")
+            ]
+            if gave_up:
+                await notify_gave_up(session, gave_up, now=batch[0].at)
 
 
 async def _first_of(events: list[asyncio.Event], within: float | None) -> None:
@@ -1044,7 +1068,7 @@ async def notify_unreachable(
     for liaison in liaisons:
         queued += await enqueue(
             session,
-            key=f"delivery:unreachable:{chat_id}:{episode}:{liaison}",
+            key=f"{DELIVERY}:unreachable:{chat_id}:{episode}:{liaison}",
             chat_id=liaison,
             text=message,
             now=now,
@@ -1068,3 +1092,85 @@ async def requeue_forbidden(session: AsyncSession, chat_id: int, now: datetime) 
         )
     )
     return int(result.rowcount or 0)
+
+
+# ---------------------------------------------------------------------------- giving up
+
+
+async def _who(session: AsyncSession, chat_ids: Iterable[int]) -> dict[int, str]:
+    """How the office knows each chat: the group's title or the person's name."""
+    ids = sorted(set(chat_ids))
+    names = {chat_id: text("delivery.unknown_person", chat_id=chat_id) for chat_id in ids}
+    people = await session.exec(
+        select(Person.tg_user_id, Person.display_name).where(col(Person.tg_user_id).in_(ids))
+    )
+    names.update({chat_id: name for chat_id, name in people if name})
+    groups = await session.exec(
+        select(ChatBinding.chat_id, ChatBinding.title).where(col(ChatBinding.chat_id).in_(ids))
+    )
+    for chat_id, title in groups:
+        names[chat_id] = title or text("delivery.unknown_group", chat_id=chat_id)
+    return names
+
+
+async def _office_chats(session: AsyncSession) -> tuple[list[int], bool]:
+    """The office group(s) if bound, else the office members privately; and whether groups."""
+    groups = (
+        await session.exec(
+            select(ChatBinding.chat_id).where(
+                ChatBinding.kind == "office", col(ChatBinding.active).is_(True)
+            )
+        )
+    ).all()
+    if groups:
+        return list(groups), True
+    members = await session.exec(
+        select(Person.tg_user_id)
+        .join(RoleGrant, col(RoleGrant.person_id) == col(Person.id))
+        .where(RoleGrant.role == Role.OFFICE, col(RoleGrant.active).is_(True))
+        .distinct()
+    )
+    return sorted(members.all()), False
+
+
+def _feature(key: str) -> str:
+    """What a message was, from its idempotency key ``<feature>:<event>:…``, in words."""
+    label = f"delivery.kind.{key.split(':', 1)[0]}"
+    return text(label if has_text(label) else "delivery.kind.other")
+
+
+async def notify_gave_up(session: AsyncSession, rows: Sequence[_Row], *, now: datetime) -> int:
+    """Tell the office that these messages were given up after ``MAX_ATTEMPTS`` tries: one
+    notice per batch of results (not one per message), saying for each chat who it is, how
+    many messages and of what kind. Never the messages themselves (a group may read this).
+    Returns how many notices were queued."""
+    chats, is_group = await _office_chats(session)
+    if not chats:
+        log.warning("gave up on %d outbox messages; no office to tell", len(rows))
+        return 0
+    who = await _who(session, (row.chat_id for row in rows))
+    by_chat: dict[int, list[_Row]] = {}
+    for row in sorted(rows, key=lambda row: row.id):
+        by_chat.setdefault(row.chat_id, []).append(row)
+    lost = [
+        {
+            "who": who[chat_id],
+            "is_group": chat_rows[0].is_group,
+            "count": len(chat_rows),
+            "kinds": list(dict.fromkeys(_feature(row.key) for row in chat_rows)),
+        }
+        for chat_id, chat_rows in by_chat.items()
+    ]
+    message = render("delivery/gave_up.j2", chats=lost, total=len(rows), attempts=MAX_ATTEMPTS)
+    ids = [row.id for row in rows]
+    queued = 0
+    for chat in chats:
+        queued += await enqueue(
+            session,
+            key=f"{DELIVERY}:gave_up:{min(ids)}-{max(ids)}:{chat}",
+            chat_id=chat,
+            text=message,
+            now=now,
+            is_group=is_group,
+        )
+    return queued
