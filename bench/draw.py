@@ -321,16 +321,18 @@ async def _measure(db: Database, task_id: int, targets: int, repeat: int, execut
         now = NOW
         async with db.session() as session:
             commitment = await commit_draw(session, task_id=task_id, actor="bench", now=now)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         async with db.session() as session:
             done = await execute_draw(session, draw_id=commitment.draw_id, actor="bench", now=now)
         execute_s = time.perf_counter() - start
+        execute_cpu = time.process_time() - start_cpu
         async with db.read() as session:
             queued = (await session.exec(select(func.count()).select_from(OutboxMessage))).one()
             duties = (await session.exec(select(func.count()).select_from(Duty))).one()
         print(
             f"execute in the database (inspections, seats, duties, announcements): "
-            f"{execute_s:.1f} s for {done.inspections} inspections, {duties} duties, "
+            f"{execute_s:.1f} s ({execute_cpu:.1f} s CPU) for {done.inspections} inspections, "
+            f"{duties} duties, "
             f"{queued} messages queued"
         )
     ratio = (draw_s + inspectors_s) / read_keys_s

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -148,22 +150,67 @@ async def load_dossiers(session: AsyncSession, inspection_ids: Iterable[int]) ->
     return out
 
 
+async def _rows(session: AsyncSession, statement: Any) -> list[Any]:
+    """Rows of plain columns, read by name."""
+    return list((await session.exec(statement)).all())
+
+
 async def _load_chunk(session: AsyncSession, ids: list[int]) -> dict[int, Dossier]:
-    inspections = list(await session.exec(select(Inspection).where(col(Inspection.id).in_(ids))))
+    # Plain rows of the columns shown, not ORM objects: a draw loads tens of thousands.
+    inspections = await _rows(
+        session,
+        sa_select(
+            col(Inspection.id),
+            col(Inspection.draw_id),
+            col(Inspection.target_id),
+            col(Inspection.status),
+            col(Inspection.window_start),
+            col(Inspection.window_end),
+            col(Inspection.method),
+            col(Inspection.lead_department),
+            col(Inspection.merged),
+        ).where(col(Inspection.id).in_(ids)),
+    )
     if not inspections:
         return {}
-    target_ids = {i.target_id for i in inspections}
     targets = {
-        t.id: t for t in await session.exec(select(Target).where(col(Target.id).in_(target_ids)))
+        t.id: t
+        for t in await _rows(
+            session,
+            sa_select(
+                col(Target.id),
+                col(Target.name),
+                col(Target.key),
+                col(Target.uscc),
+                col(Target.address),
+                col(Target.region),
+                col(Target.credit_class),
+                col(Target.abnormal),
+                col(Target.serious_illegal),
+                col(Target.complaints),
+                col(Target.subject_type),
+                col(Target.scope),
+            ).where(col(Target.id).in_({i.target_id for i in inspections})),
+        )
     }
-    pairs: dict[int, list[tuple[InspectionItem, CheckItem | None]]] = {}
-    for ii, check in await session.exec(
-        select(InspectionItem, CheckItem)
+    items: dict[int, list[Any]] = {}
+    for row in await _rows(
+        session,
+        sa_select(
+            col(InspectionItem.id),
+            col(InspectionItem.inspection_id),
+            col(InspectionItem.task_id),
+            col(InspectionItem.item_code),
+            col(CheckItem.name),
+            col(CheckItem.content),
+            col(CheckItem.basis),
+            col(CheckItem.department_code),
+        )
         .outerjoin(CheckItem, col(CheckItem.code) == col(InspectionItem.item_code))
         .where(col(InspectionItem.inspection_id).in_(ids), col(InspectionItem.voided_at).is_(None))
-        .order_by(col(InspectionItem.id))
+        .order_by(col(InspectionItem.id)),
     ):
-        pairs.setdefault(ii.inspection_id, []).append((ii, check))
+        items.setdefault(row.inspection_id, []).append(row)
     draw_tasks = dict(
         (
             await session.exec(
@@ -173,59 +220,36 @@ async def _load_chunk(session: AsyncSession, ids: list[int]) -> dict[int, Dossie
             )
         ).all()
     )
-    task_ids = {ii.task_id for rows in pairs.values() for ii, _ in rows} | set(draw_tasks.values())
+    task_ids = {r.task_id for rows in items.values() for r in rows} | set(draw_tasks.values())
     tasks = {t.id: t for t in await session.exec(select(Task).where(col(Task.id).in_(task_ids)))}
-    members: dict[int, list[tuple[Assignment, Inspector]]] = {}
-    for assignment, inspector in await session.exec(
-        select(Assignment, Inspector)
+    members: dict[int, list[Any]] = {}
+    for row in await _rows(
+        session,
+        sa_select(
+            col(Assignment.id),
+            col(Assignment.inspection_id),
+            col(Assignment.status),
+            col(Assignment.inspector_id),
+            col(Inspector.name),
+            col(Inspector.phone),
+            col(Inspector.department_code),
+            col(Inspector.unit),
+        )
         .join(Inspector, col(Inspector.id) == col(Assignment.inspector_id))
         .where(col(Assignment.inspection_id).in_(ids), col(Assignment.status).in_(LIVE_SEATS))
-        .order_by(col(Assignment.pick_index), col(Assignment.id))
+        .order_by(col(Assignment.pick_index), col(Assignment.id)),
     ):
-        members.setdefault(assignment.inspection_id, []).append((assignment, inspector))
+        members.setdefault(row.inspection_id, []).append(row)
     names = await department_names(
         session,
         [i.lead_department for i in inspections]
-        + [c.department_code for rows in pairs.values() for _, c in rows if c is not None]
-        + [i.department_code for rows in members.values() for _, i in rows],
+        + [r.department_code for rows in items.values() for r in rows if r.department_code]
+        + [r.department_code for rows in members.values() for r in rows],
     )
     out: dict[int, Dossier] = {}
     for inspection in inspections:
-        assert inspection.id is not None
         target = targets[inspection.target_id]
-        items = []
-        for ii, item in pairs.get(inspection.id, []):
-            assert ii.id is not None
-            dept = item.department_code if item else ""
-            items.append(
-                ItemView(
-                    inspection_item_id=ii.id,
-                    code=ii.item_code,
-                    name=item.name if item else ii.item_code,
-                    content=item.content if item else "",
-                    basis=item.basis if item else "",
-                    department_code=dept,
-                    department_name=names.get(dept, dept),
-                )
-            )
-        views = []
-        for assignment, inspector in members.get(inspection.id, []):
-            assert assignment.id is not None and inspector.id is not None
-            views.append(
-                MemberView(
-                    assignment_id=assignment.id,
-                    inspector_id=inspector.id,
-                    name=inspector.name,
-                    phone=inspector.phone,
-                    department_code=inspector.department_code,
-                    department_name=names.get(inspector.department_code, inspector.department_code),
-                    unit=inspector.unit,
-                    status=assignment.status,
-                )
-            )
-        task_names = [
-            tasks[t].name for t in sorted({ii.task_id for ii, _ in pairs.get(inspection.id, [])})
-        ]
+        mine = items.get(inspection.id, [])
         draw_task = tasks.get(draw_tasks.get(inspection.draw_id, -1))
         out[inspection.id] = Dossier(
             inspection_id=inspection.id,
@@ -250,9 +274,33 @@ async def _load_chunk(session: AsyncSession, ids: list[int]) -> dict[int, Dossie
                 subject_type=target.subject_type,
                 scope=target.scope,
             ),
-            items=items,
-            members=views,
-            task_names=task_names,
+            items=[
+                ItemView(
+                    inspection_item_id=r.id,
+                    code=r.item_code,
+                    # An item missing from the catalogue still shows its code.
+                    name=r.item_code if r.name is None else r.name,
+                    content=r.content or "",
+                    basis=r.basis or "",
+                    department_code=r.department_code or "",
+                    department_name=names.get(r.department_code or "", r.department_code or ""),
+                )
+                for r in mine
+            ],
+            members=[
+                MemberView(
+                    assignment_id=r.id,
+                    inspector_id=r.inspector_id,
+                    name=r.name,
+                    phone=r.phone,
+                    department_code=r.department_code,
+                    department_name=names.get(r.department_code, r.department_code),
+                    unit=r.unit,
+                    status=r.status,
+                )
+                for r in members.get(inspection.id, [])
+            ],
+            task_names=[tasks[t].name for t in sorted({r.task_id for r in mine})],
             task_deadlines=dict(draw_task.deadlines) if draw_task is not None else {},
         )
     return out
