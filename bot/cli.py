@@ -14,8 +14,6 @@ from sqlmodel import select
 from bot.clock import SystemClock
 from bot.config import Settings
 from bot.directories import import_file, write_template
-from bot.invites import parse_invite_args, write_invites
-from bot.people import InviteProblem, issue_invites
 from bot.render import render_plain, text
 from storage.db import Database, upgrade
 from storage.directory import KIND_ALIASES, SCHEMAS
@@ -39,9 +37,9 @@ def _with_db(work: Callable[[Database, Settings], Awaitable[T]]) -> T:
     settings = _settings()
 
     async def main() -> T:
-        await asyncio.to_thread(upgrade, settings.database_url)
         db = Database(settings.database_url)
         try:
+            await db.upgrade_if_needed()
             return await work(db, settings)
         finally:
             await db.dispose()
@@ -370,6 +368,9 @@ def invite(
     name: Annotated[str, typer.Option("--name", help=text("cli.invite_name"))] = "",
     out: Annotated[Path | None, typer.Option("--out", help=text("cli.invite_out"))] = None,
 ) -> None:
+    from bot.invites import parse_invite_args, write_invites
+    from bot.people import InviteProblem, issue_invites
+
     words = {"inspector": "", "liaison": "liaison", "office": "office"}
     if role not in words:
         raise _fail(text("cli.unknown_role", role=role))
@@ -427,8 +428,8 @@ async def _run(settings: Settings) -> None:
     from bot.sender import DeliveryLimiter, Sender
     from bot.telegram import AiogramTransport
 
-    await asyncio.to_thread(upgrade, settings.database_url)
     db = Database(settings.database_url)
+    await db.upgrade_if_needed()
     services = Services(settings=settings, db=db)
     bot = create_bot(settings)
     dispatcher = create_dispatcher(services)

@@ -12,21 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openpyxl import Workbook
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
-
 from bot.clock import Clock
 from bot.render import text
-from storage import directory, published_import
+from storage import directory
 from storage.audit import record
 from storage.db import Database
 from storage.directory import SCHEMAS, Outcome, Progress
 from storage.models import ImportRun
-from storage.published import PublishedListError
 from storage.tabular import FileProblem, open_rows
 
 log = logging.getLogger(__name__)
+
+# From this size on, rows are checked in a child process while this one writes (two cores);
+# below it a fork is not worth its few milliseconds.
+CHILD_FROM_BYTES = 1 << 20
 
 
 @dataclass
@@ -66,6 +65,12 @@ class ImportReport:
             )
 
 
+def _is_published_list(path: Path) -> bool:
+    from storage import published_import  # loaded only for a layout none of our templates has
+
+    return published_import.is_published_list(path)
+
+
 class _StrictAbort(Exception):
     """Raised inside the transaction so that `--strict` rolls every row back."""
 
@@ -100,11 +105,7 @@ async def import_file(
         header = _header(source.rows)
         detected = directory.detect_kind(header)
         # Issue 7: a province's list as published (header below titles, no 事项编码).
-        if (
-            kind in (None, "items")
-            and detected is None
-            and published_import.is_published_list(path)
-        ):
+        if kind in (None, "items") and detected is None and _is_published_list(path):
             folder = error_dir or path.parent
             return await _import_published(
                 db,
@@ -159,6 +160,7 @@ async def import_file(
                 error_limit=error_limit,
                 deactivate_missing=deactivate_missing,
                 progress=progress,
+                in_child=source.size >= CHILD_FROM_BYTES,
             )
             report.outcome = outcome
             if strict and outcome.rejected_rows:
@@ -228,6 +230,9 @@ async def _import_published(
     folder: Path,
 ) -> ImportReport:
     """A province's list as published; the `.xlsx` report is written even without errors."""
+    from storage import published_import
+    from storage.published import PublishedListError
+
     report.kind = published_import.PUBLISHED_KIND
     try:
         result = await published_import.import_published(
@@ -262,8 +267,12 @@ def write_error_report(report: ImportReport, out: Path) -> Path:
 
     Also the report of a published-list import (issue 7), errors or not: the departments it
     created and the values it kept as written get a sheet each."""
+    from openpyxl import Workbook  # openpyxl takes a while to import; most imports need none
+
+    from storage.published_import import PUBLISHED_KIND
+
     workbook = Workbook(write_only=True)
-    if report.outcome.errors or report.kind != published_import.PUBLISHED_KIND:
+    if report.outcome.errors or report.kind != PUBLISHED_KIND:
         sheet = workbook.create_sheet(text("report.errors_sheet"))
         sheet.append(
             [
@@ -324,6 +333,10 @@ def summary_rows(report: ImportReport) -> list[tuple[str, object]]:
 
 def write_template(kind: str, out: Path) -> Path:
     """The Excel template an office fills in: headers, one example row, and a notes sheet."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
     schema = SCHEMAS[kind]
     workbook = Workbook()
     sheet = workbook.active

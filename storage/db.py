@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -69,6 +71,30 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    async def revision(self) -> str | None:
+        """The Alembic revision the database is at (None for a database never migrated)."""
+        try:
+            async with self.engine.connect() as conn:
+                found = await conn.execute(text("SELECT version_num FROM alembic_version"))
+                return found.scalar_one_or_none()
+        except DBAPIError:  # no alembic_version table yet
+            return None
+
+    async def upgrade_if_needed(self) -> None:
+        """Migrate unless already at head: one query, where Alembic alone takes half a second."""
+        if await self.revision() != head_revision():
+            await asyncio.to_thread(upgrade, self.url)
+
+
+def head_revision() -> str:
+    """The newest migration's revision, without loading Alembic.
+
+    `.ci/new-migration` numbers revisions after their files (0001_…, 0002_…), so the highest
+    file number is the head; tests/test_migrations.py checks this against Alembic's own view.
+    """
+    versions = (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py")
+    return max(path.name[:4] for path in versions)
 
 
 def alembic_config(url: str) -> Any:

@@ -9,31 +9,32 @@ roll everything back and a crash leaves nothing half-written.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import operator
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from multiprocessing.connection import Connection
 from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
     Dialect,
-    Integer,
     MetaData,
     Table,
     and_,
-    delete,
-    insert,
+    case,
+    func,
     or_,
     select,
     true,
     update,
 )
 from sqlalchemy import Column as SAColumn
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateTable, DropTable
 from sqlmodel import col
@@ -502,6 +503,11 @@ def detect_kind(header: Sequence[str]) -> str | None:
 
 
 # --- the run -------------------------------------------------------------------------------
+#
+# A big file is checked in a child process while this one writes what the child has checked:
+# the checks are Python and the writes mostly the database's C, so each gets a core of its
+# own. Batches travel through a pipe (one in the pipe, one being written), so memory stays
+# flat however long the file is.
 
 
 @dataclass
@@ -530,16 +536,25 @@ class Outcome:
 
 Progress = Callable[[int], Awaitable[None]]
 BATCH = 5000
+# How much of a rejected cell the report repeats (an Excel cell holds at most 32,767).
+SHOWN_CHARS = 200
 
 
-def _upsert_statement(schema: Schema, dialect: str) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(schema.table)
-    keep = {"id", "created_at", schema.key_field}
-    changed = {
-        c.name: statement.excluded[c.name] for c in schema.table.columns if c.name not in keep
-    }
-    return statement.on_conflict_do_update(index_elements=[schema.key_field], set_=changed)
+@dataclass
+class Batch:
+    """Up to BATCH checked rows on their way to the database, and what checking them found.
+
+    `rows` are the upsert's parameters, ready for the driver, each key once: a repeat of a key
+    earlier in the batch is rejected here, a repeat of an earlier batch by the writer.
+    """
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)  # each row's number in the file
+    total: int = 0
+    rejected_rows: int = 0
+    errors: list[Rejected] = field(default_factory=list)
+    errors_truncated: int = 0
+    touched: list[str] = field(default_factory=list)  # keys of rejected rows
 
 
 def _defaults(schema: Schema) -> dict[str, Any]:
@@ -550,126 +565,6 @@ def _defaults(schema: Schema) -> dict[str, Any]:
         if name not in present:
             out[name] = info.get_default(call_default_factory=True)
     return out
-
-
-STAGE = "dsr_import_stage"
-
-
-class _Store:
-    """Where validated rows go: a temporary table per import, upserted from a batch at a time.
-
-    Each batch is copied into the stage (COPY on PostgreSQL, one executemany on SQLite),
-    looked up against the stored keys with one join, and upserted with one
-    `INSERT … SELECT … ON CONFLICT`. That last statement runs in the database (SQLite's
-    thread, the PostgreSQL server) while the next batch is parsed; everything else waits
-    for it. Rows are plain tuples: only columns whose type has a bind processor (booleans on
-    SQLite, aware datetimes, JSON) go through it, constants once per import.
-    """
-
-    def __init__(self, conn: AsyncConnection, schema: Schema, constants: dict[str, Any]) -> None:
-        self.conn = conn
-        self.dialect = conn.dialect
-        self.postgres = self.dialect.name == "postgresql"
-        table = schema.table
-        key = schema.key_field
-        self.names = [c.name for c in table.columns if c.name != "id"]
-        self.stage = Table(
-            STAGE,
-            MetaData(),
-            SAColumn("n", Integer),
-            *(SAColumn(c.name, c.type) for c in table.columns if c.name != "id"),
-            prefixes=["TEMPORARY"],
-            # Spelt out on SQLite, where an unqualified name could also mean a real table.
-            schema=None if self.postgres else "temp",
-        )
-        stage = self.stage.c
-        upsert = _upsert_statement(schema, self.dialect.name)
-        moved = select(*(stage[name] for name in self.names)).where(true()).order_by(stage.n)
-        self.apply_sql = self._sql(upsert.from_select(self.names, moved))
-        fill = insert(self.stage).compile(dialect=self.dialect, column_keys=["n", *self.names])
-        assert list(fill.positiontup or ()) == ["n", *self.names]
-        self.fill_sql = fill.string
-        if self.postgres:
-            # One index probe per staged key, whatever the planner thinks of the sizes: a
-            # table grown inside this transaction has no statistics, and a hash join that
-            # scans it whole for every batch made a million-row import quadratic.
-            probe = select(table.c.import_id).where(table.c[key] == stage[key]).limit(1).lateral()
-            joined = self.stage.join(probe, true())
-            found = probe.c.import_id
-        else:
-            joined = self.stage.join(table, table.c[key] == stage[key])
-            found = table.c.import_id
-        self.check_sql = self._sql(select(stage[key], found).select_from(joined))
-        self.clear_sql = f"TRUNCATE {STAGE}" if self.postgres else self._sql(delete(self.stage))
-        self.key = stage[key]
-
-        self.order = operator.itemgetter("n", *self.names)
-        processors = {c.name: _processor(c, self.dialect) for c in table.columns}
-        self.constants = {
-            name: (processors.get(name) or _same)(value) for name, value in constants.items()
-        }
-        self.per_row = [
-            (name, process)
-            for name, process in processors.items()
-            if process is not None and name in self.names and name not in constants
-        ]
-        self.driver: Any = None
-        self.applying: asyncio.Task[Any] | None = None
-
-    def _sql(self, statement: Any) -> str:
-        return str(statement.compile(dialect=self.dialect, compile_kwargs={"literal_binds": True}))
-
-    def row(self, number: int, values: dict[str, Any]) -> tuple[Any, ...]:
-        """`values` as the stage takes them: row number first, then the table's columns."""
-        for name, process in self.per_row:
-            values[name] = process(values[name])
-        values["n"] = number
-        return cast(tuple[Any, ...], self.order(values))
-
-    async def open(self) -> None:
-        if not self.postgres:
-            # SQLite runs DDL outside the transaction until the first write opens one, so
-            # a stage dropped by an import that was then rolled back (`--strict`) comes back.
-            await self.conn.execute(DropTable(self.stage, if_exists=True))
-        await self.conn.execute(CreateTable(self.stage))
-        self.driver = (await self.conn.get_raw_connection()).driver_connection
-
-    async def stage_batch(self, rows: list[tuple[Any, ...]]) -> dict[str, int | None]:
-        """Put `rows` in the stage; key -> import_id of those already stored."""
-        await self.settle()
-        await self.conn.exec_driver_sql(self.clear_sql)
-        if self.postgres:
-            await self.driver.copy_records_to_table(STAGE, records=rows, columns=["n", *self.names])
-        else:
-            await self.conn.exec_driver_sql(self.fill_sql, rows)
-        found = await self.conn.exec_driver_sql(self.check_sql)
-        return dict(cast(list[tuple[str, int | None]], found.all()))
-
-    async def unstage(self, keys: list[str]) -> None:
-        await self.conn.execute(delete(self.stage).where(self.key.in_(keys)))
-
-    async def apply(self) -> None:
-        """Start upserting the stage into the table; `settle()` waits for it."""
-        # The driver's own call is one round trip, so it runs while we go on parsing.
-        self.applying = asyncio.ensure_future(self.driver.execute(self.apply_sql))
-        await asyncio.sleep(0)  # let it reach the driver
-
-    async def settle(self) -> None:
-        applying, self.applying = self.applying, None
-        if applying is not None:
-            await applying
-
-    async def close(self) -> None:
-        await self.settle()
-        await self.conn.execute(DropTable(self.stage))
-
-    async def abandon(self) -> None:
-        """After a failure: let a running upsert end; the caller's rollback undoes it all."""
-        applying, self.applying = self.applying, None
-        if applying is not None:
-            await asyncio.wait([applying])
-            if not applying.cancelled():
-                applying.exception()  # seen, so asyncio does not log it
 
 
 def _same(value: Any) -> Any:
@@ -683,6 +578,271 @@ def _processor(column: SAColumn[Any], dialect: Dialect) -> Callable[[Any], Any] 
         # Three possible values: look the answer up rather than call SQLAlchemy per row.
         return {value: process(value) for value in (None, False, True)}.__getitem__
     return process
+
+
+class _Checker:
+    """Every check of a row that needs no database; it runs in the child for big files."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        header: Sequence[str],
+        ctx: Context,
+        dialect: Dialect,
+        stamp: dict[str, Any],
+        error_limit: int,
+    ) -> None:
+        columns, _missing = header_map(schema, header)
+        self.ctx = ctx
+        self.error_limit = error_limit
+        self.reported = 0
+        self.key_field = schema.key_field
+        self.key_header = schema.key_header
+        self.finish = schema.finish
+        self.items = list(columns.items())
+        self.cells_of = [(index, column.parse) for index, column in self.items]
+        self.fields = [column.field for column in columns.values()]
+        self.width = max(columns, default=-1) + 1
+        defaults = _defaults(schema)
+        # Optional columns the file leaves out take what an empty cell would give.
+        for column in schema.columns:
+            if column not in columns.values():
+                defaults[column.field] = column.parse("", ctx)
+        self.defaults = defaults
+        table = schema.table
+        processors = {c.name: _processor(c, dialect) for c in table.columns}
+        # What `finish` may read stays as parsed; the rest is converted for the driver now.
+        template = {column.field for column in schema.columns}
+        constants = {k: v for k, v in defaults.items() if k not in template} | stamp
+        self.base = {
+            name: (processors.get(name) or _same)(value) for name, value in constants.items()
+        } | {k: v for k, v in defaults.items() if k in template}
+        self.names = [c.name for c in table.columns if c.name != "id"]
+        self.per_row = [
+            (name, process)
+            for name, process in processors.items()
+            if process is not None and name in self.names and name not in constants
+        ]
+        self.order = operator.itemgetter(*self.names)
+
+    def batches(self, rows: Iterator[tuple[int, list[str]]]) -> Iterator[Batch]:
+        """The file's rows, checked, in batches; the last one may be empty."""
+        ctx, cells_of, fields, base = self.ctx, self.cells_of, self.fields, self.base
+        finish, key_field, per_row, order = self.finish, self.key_field, self.per_row, self.order
+        width, padding = self.width, [""] * self.width
+        batch, seen = Batch(), set[str]()
+        for number, cells in rows:
+            if not any(cells):
+                continue
+            batch.total += 1
+            if len(cells) < width:
+                cells = cells + padding[len(cells) :]
+            try:
+                parsed = [parse(cells[index], ctx) for index, parse in cells_of]
+            except RowError:
+                self._reject_cells(batch, number, cells)
+                continue
+            values = dict(base)
+            values.update(zip(fields, parsed, strict=True))
+            if finish is not None:
+                try:
+                    finish(values, ctx)
+                except RowError as error:
+                    self._reject(batch, number, self.key_header, "", error)
+                    self._rejected(batch, values)
+                    continue
+            key = values[key_field]
+            if key in seen:
+                self._reject(batch, number, self.key_header, key, RowError("duplicate_key"))
+                batch.rejected_rows += 1
+                continue
+            seen.add(key)
+            for name, process in per_row:
+                values[name] = process(values[name])
+            batch.rows.append(order(values))
+            batch.numbers.append(number)
+            if len(batch.rows) >= BATCH:
+                yield batch
+                batch, seen = Batch(), set()
+        yield batch
+
+    def _reject_cells(self, batch: Batch, number: int, cells: list[str]) -> None:
+        """Check a bad row cell by cell, to report every bad cell of it."""
+        values = dict(self.defaults)
+        for index, column in self.items:
+            try:
+                values[column.field] = column.parse(cells[index], self.ctx)
+            except RowError as error:
+                self._reject(batch, number, column.header, cells[index], error)
+        self._rejected(batch, values)
+
+    def _reject(self, batch: Batch, number: int, column: str, value: str, error: RowError) -> None:
+        if self.reported < self.error_limit:
+            shown = value if len(value) <= SHOWN_CHARS else value[:SHOWN_CHARS] + "…"
+            batch.errors.append(Rejected(number, column, shown, error.key, error.params))
+            self.reported += 1
+        else:
+            batch.errors_truncated += 1
+
+    def _rejected(self, batch: Batch, values: dict[str, Any]) -> None:
+        batch.rejected_rows += 1
+        key = values.get(self.key_field)
+        if isinstance(key, str) and key:
+            batch.touched.append(key)  # a rejected row still names an entry the office keeps
+
+
+def _check_in_child(checker: _Checker, rows: Iterator[Any], out: Connection) -> None:
+    """The child's whole life: send the checked batches, then None or what stopped it."""
+    try:
+        for batch in checker.batches(rows):
+            out.send(batch)
+        out.send(None)
+    except Exception as error:  # the parent raises it (a FileProblem, a decoding error)
+        out.send(error)
+
+
+@asynccontextmanager
+async def _checked(
+    checker: _Checker, rows: Iterator[tuple[int, list[str]]], in_child: bool
+) -> AsyncIterator[AsyncIterator[Batch]]:
+    """The checked batches of `rows`, from a child process when `in_child`."""
+
+    async def here() -> AsyncGenerator[Batch]:
+        for batch in checker.batches(rows):
+            yield batch
+
+    if not in_child:
+        async with aclosing(here()) as batches:
+            yield batches
+        return
+
+    # fork: the child starts at once, with the opened file and the checks already built.
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_check_in_child, args=(checker, rows, send), daemon=True)
+    child.start()
+    send.close()
+    pending: asyncio.Future[Any] | None = None
+
+    async def received() -> AsyncGenerator[Batch]:
+        nonlocal pending
+        pending = asyncio.ensure_future(asyncio.to_thread(receive.recv))
+        while (item := await pending) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            # The next batch travels while this one is written.
+            pending = asyncio.ensure_future(asyncio.to_thread(receive.recv))
+            yield item
+
+    try:
+        async with aclosing(received()) as batches:
+            yield batches
+    finally:
+        child.kill()  # nothing once it has finished; after a failure it has no reader left
+        if pending is not None:
+            await asyncio.wait([pending])  # the pipe is closed now, so the read ends
+            if not pending.cancelled():
+                pending.exception()  # an EOFError after a kill: seen, not logged
+        child.join()
+        receive.close()
+
+
+def _upsert_set(table: Table, statement: Any, key_field: str) -> dict[str, Any]:
+    keep = {"id", "created_at", key_field}
+    return {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keep}
+
+
+class _SqliteWriter:
+    """One executemany of one upsert per batch, bound straight from the checked rows.
+
+    A key this import has already written is left as it is, and the upsert's condition
+    names it through a SQL function (called for those rows only), so finding repeats costs
+    no extra lookup.
+    """
+
+    FUNCTION = "dsr_import_repeat"
+
+    def __init__(self, conn: AsyncConnection, table: Table, key_field: str, names: list[str]):
+        self.conn = conn
+        statement = sqlite.insert(table)
+        excluded = statement.excluded
+        again = table.c.import_id == excluded.import_id
+        repeat = getattr(func, self.FUNCTION)(excluded[key_field])
+        upsert = statement.on_conflict_do_update(
+            index_elements=[key_field],
+            set_=_upsert_set(table, statement, key_field),
+            where=case((again, repeat), else_=true()),
+        )
+        compiled = upsert.compile(dialect=conn.dialect, column_keys=names)
+        assert list(compiled.positiontup or ()) == names
+        self.sql = compiled.string
+        self.repeated: set[str] = set()
+        self.driver: Any = None
+
+    def _repeat(self, key: str) -> int:
+        self.repeated.add(key)
+        return 0
+
+    async def open(self) -> None:
+        self.driver = (await self.conn.get_raw_connection()).driver_connection
+        await self.driver.create_function(self.FUNCTION, 1, self._repeat)
+
+    async def write(self, rows: list[tuple[Any, ...]]) -> tuple[int, set[str]]:
+        """Upsert `rows`: how many were written, and the keys left alone as repeats."""
+        self.repeated = set()
+        cursor = await self.driver.executemany(self.sql, rows)
+        written = int(cursor.rowcount)
+        await cursor.close()
+        return written, self.repeated
+
+    async def close(self) -> None:
+        await self.driver.create_function(self.FUNCTION, 1, None)
+
+
+STAGE = "dsr_import_stage"
+
+
+class _PostgresWriter:
+    """Each batch is copied into a temporary stage (COPY), then one `INSERT … SELECT … ON
+    CONFLICT` upserts it and returns the keys it wrote; the others repeat this import's."""
+
+    def __init__(self, conn: AsyncConnection, table: Table, key_field: str, names: list[str]):
+        from sqlalchemy.dialects import postgresql  # its import costs the SQLite CLI 0.1 s
+
+        self.conn = conn
+        self.names = names
+        self.key_index = names.index(key_field)
+        self.stage = Table(
+            STAGE,
+            MetaData(),
+            *(SAColumn(c.name, c.type) for c in table.columns if c.name != "id"),
+            prefixes=["TEMPORARY"],
+        )
+        statement = postgresql.insert(table)
+        upsert = statement.on_conflict_do_update(
+            index_elements=[key_field],
+            set_=_upsert_set(table, statement, key_field),
+            where=table.c.import_id.is_distinct_from(statement.excluded.import_id),
+        )
+        moved = select(*(self.stage.c[name] for name in names))
+        applied = upsert.from_select(names, moved).returning(table.c[key_field])
+        self.apply_sql = str(
+            applied.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+        )
+        self.driver: Any = None
+
+    async def open(self) -> None:
+        await self.conn.execute(CreateTable(self.stage))
+        self.driver = (await self.conn.get_raw_connection()).driver_connection
+
+    async def write(self, rows: list[tuple[Any, ...]]) -> tuple[int, set[str]]:
+        await self.driver.execute(f"TRUNCATE {STAGE}")
+        await self.driver.copy_records_to_table(STAGE, records=rows, columns=self.names)
+        written = {record[0] for record in await self.driver.fetch(self.apply_sql)}
+        return len(written), {row[self.key_index] for row in rows} - written
+
+    async def close(self) -> None:
+        await self.conn.execute(DropTable(self.stage))
 
 
 # SQLite's default page cache (2 MB) is much smaller than the key index of a big directory,
@@ -719,8 +879,13 @@ async def run_import(
     error_limit: int,
     deactivate_missing: bool,
     progress: Progress | None = None,
+    in_child: bool = False,
 ) -> Outcome:
-    """Validate and upsert every row; the caller owns the transaction."""
+    """Validate and upsert every row; the caller owns the transaction.
+
+    `in_child` checks the rows in a forked child process while this one writes (for big
+    files: a fork costs milliseconds); `rows` then belongs to the child.
+    """
     async with _sqlite_cache(conn):
         return await _run_import(
             conn,
@@ -732,7 +897,12 @@ async def run_import(
             error_limit=error_limit,
             deactivate_missing=deactivate_missing,
             progress=progress,
+            in_child=in_child,
         )
+
+
+async def _count(conn: AsyncConnection, table: Table) -> int:
+    return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
 
 
 async def _run_import(
@@ -746,131 +916,66 @@ async def _run_import(
     error_limit: int,
     deactivate_missing: bool,
     progress: Progress | None,
+    in_child: bool,
 ) -> Outcome:
-    columns, _missing = header_map(schema, header)
     department_codes = set((await conn.execute(select(col(Department.code)))).scalars())
-    ctx = Context(department_codes, now)
-    outcome = Outcome()
-    key_field = schema.key_field
-    key_column = schema.table.c[key_field]
-    defaults = _defaults(schema)
-    # Optional columns the file leaves out take what an empty cell would give.
-    for column in schema.columns:
-        if column not in columns.values():
-            defaults[column.field] = column.parse("", ctx)
     stamp = {"import_id": import_id, "active": True, "updated_at": now, "created_at": now}
-    # What `finish` may read stays as parsed; the rest is converted for the driver up front.
-    template = {column.field for column in schema.columns}
-    store = _Store(conn, schema, {k: v for k, v in defaults.items() if k not in template} | stamp)
-    base = store.constants | {k: v for k, v in defaults.items() if k in template}
-    key_header = schema.key_header
-    finish = schema.finish
-    items = list(columns.items())
-    cells_of = [(index, column.parse) for index, column in items]
-    fields = [column.field for column in columns.values()]
-    width = max(columns, default=-1) + 1
-    padding = [""] * width
-
-    batch: list[tuple[int, dict[str, Any]]] = []
+    ctx = Context(department_codes, now)
+    checker = _Checker(schema, header, ctx, conn.dialect, stamp, error_limit)
+    table, key_field = schema.table, schema.key_field
+    kind = _SqliteWriter if conn.dialect.name == "sqlite" else _PostgresWriter
+    writer = kind(conn, table, key_field, checker.names)
+    key_index = checker.names.index(key_field)
+    outcome = Outcome()
     touched: list[str] = []
+    written = 0
+    # Created is what the table grew by: the upsert cannot tell an insert from an update.
+    before = await _count(conn, table)
 
-    def reject(number: int, column: str, value: str, error: RowError) -> None:
+    def reject(error: Rejected) -> None:
         if len(outcome.errors) < error_limit:
-            outcome.errors.append(Rejected(number, column, value, error.key, error.params))
+            outcome.errors.append(error)
         else:
             outcome.errors_truncated += 1
 
-    def rejected(values: dict[str, Any]) -> None:
-        outcome.rejected_rows += 1
-        key = values.get(key_field)
-        if deactivate_missing and isinstance(key, str) and key:
-            touched.append(key)
-
-    async def flush() -> None:
-        if not batch:
-            return
-        first: dict[str, int] = {}  # key -> its first row in the batch; later ones are repeats
-        staged: list[tuple[Any, ...]] = []
-        for number, values in batch:
-            key = values[key_field]
-            if key not in first:
-                first[key] = number
-                staged.append(store.row(number, values))
-        existing = await store.stage_batch(staged)
-        again: list[str] = []
-        if existing or len(staged) < len(batch):  # else every row is new and first of its key
-            for number, values in batch:
-                key = values[key_field]
-                if existing.get(key, -1) == import_id or first[key] != number:
-                    reject(number, key_header, key, RowError("duplicate_key"))
-                    outcome.rejected_rows += 1
-            # Keys an earlier batch of this import wrote stay as that batch left them.
-            again = [key for key in first if existing.get(key, -1) == import_id]
-            if again:
-                await store.unstage(again)
-        created = sum(1 for key in first if key not in existing)
-        outcome.created += created
-        outcome.updated += len(first) - len(again) - created
-        if len(again) < len(first):
-            await store.apply()
-        batch.clear()
-
-    await store.open()
-    try:
-        for number, cells in rows:
-            if not any(cells):
-                continue
-            outcome.total += 1
-            if len(cells) < width:
-                cells = cells + padding[len(cells) :]
-            try:
-                parsed = [parse(cells[index], ctx) for index, parse in cells_of]
-            except RowError:
-                # Check the row cell by cell, to report every bad cell of it.
-                values = dict(defaults)
-                for index, column in items:
-                    try:
-                        values[column.field] = column.parse(cells[index], ctx)
-                    except RowError as error:
-                        reject(number, column.header, cells[index], error)
-                rejected(values)
-                continue
-            values = dict(base)
-            values.update(zip(fields, parsed, strict=True))
-            if finish is not None:
-                try:
-                    finish(values, ctx)
-                except RowError as error:
-                    reject(number, key_header, "", error)
-                    rejected(values)
-                    continue
-            batch.append((number, values))
-            if len(batch) >= BATCH:
-                await flush()
-                if progress is not None:
-                    await progress(outcome.total)
-        await flush()
-        await store.close()
-    except BaseException:
-        await store.abandon()
-        raise
+    await writer.open()
+    async with _checked(checker, rows, in_child) as batches:
+        async for batch in batches:
+            outcome.total += batch.total
+            outcome.rejected_rows += batch.rejected_rows
+            outcome.errors_truncated += batch.errors_truncated
+            for error in batch.errors:
+                reject(error)
+            touched += batch.touched
+            if batch.rows:
+                count, repeated = await writer.write(batch.rows)
+                written += count
+                for number, row in zip(batch.numbers, batch.rows, strict=True):
+                    if repeated and row[key_index] in repeated:
+                        key = row[key_index]
+                        reject(Rejected(number, schema.key_header, key, "duplicate_key"))
+                        outcome.rejected_rows += 1
+            if progress is not None:
+                await progress(outcome.total)
+    await writer.close()
+    outcome.errors.sort(key=operator.attrgetter("row"))  # repeats are found after bad cells
+    outcome.created = await _count(conn, table) - before
+    outcome.updated = written - outcome.created
 
     if deactivate_missing:
         # A rejected row still names an entry the office meant to keep.
+        key_column = table.c[key_field]
         for start in range(0, len(touched), BATCH):
             chunk = touched[start : start + BATCH]
             await conn.execute(
-                update(schema.table).where(key_column.in_(chunk)).values(import_id=import_id)
+                update(table).where(key_column.in_(chunk)).values(import_id=import_id)
             )
         result = await conn.execute(
-            update(schema.table)
+            update(table)
             .where(
                 and_(
-                    schema.table.c.active.is_(True),
-                    or_(
-                        schema.table.c.import_id.is_(None),
-                        schema.table.c.import_id != import_id,
-                    ),
+                    table.c.active.is_(True),
+                    or_(table.c.import_id.is_(None), table.c.import_id != import_id),
                 )
             )
             .values(active=False, updated_at=now)

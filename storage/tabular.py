@@ -31,6 +31,10 @@ class FileProblem(Exception):
         self.key = key
         self.params = params
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in the child process that checks a big file, and re-raised in the parent.
+        return (type(self), (self.key,), self.__dict__)
+
 
 @dataclass
 class RowSource:
@@ -39,6 +43,7 @@ class RowSource:
     path: Path
     rows: Iterator[tuple[int, list[str]]]
     encoding: str | None = None
+    size: int = 0  # bytes
 
 
 def check_file(path: Path, max_bytes: int) -> str:
@@ -101,7 +106,10 @@ def cell_text(value: Any) -> str:
     return str(value).strip()
 
 
-def _csv_rows(path: Path, encoding: str) -> Iterator[tuple[int, list[str]]]:
+def _csv_rows(path: Path, encoding: str, max_bytes: int) -> Iterator[tuple[int, list[str]]]:
+    # A cell may be as long as the file: the column's own check then says it is too long
+    # (csv's default limit of 131,072 characters raised an error for the whole file).
+    csv.field_size_limit(max(csv.field_size_limit(), min(max_bytes, 2**31 - 1)))
     with path.open("r", encoding=encoding, newline="", buffering=_READ_SIZE) as handle:
         first = handle.readline()
         dialect: type[csv.Dialect] = csv.excel
@@ -109,8 +117,12 @@ def _csv_rows(path: Path, encoding: str) -> Iterator[tuple[int, list[str]]]:
             dialect = csv.excel_tab
         handle.seek(0)
         strip = str.strip
-        for number, row in enumerate(csv.reader(handle, dialect), start=1):
-            yield number, list(map(strip, row))
+        reader = csv.reader(handle, dialect)
+        try:
+            for number, row in enumerate(reader, start=1):
+                yield number, list(map(strip, row))
+        except csv.Error:  # a NUL byte, a quote left open at the end of the file
+            raise FileProblem("file_csv", name=path.name, line=reader.line_num) from None
 
 
 def first_sheet(path: Path) -> Any:
@@ -134,7 +146,8 @@ def _sheet_rows(raw: Iterator[tuple[int, list[Any]]]) -> Iterator[tuple[int, lis
 
 def open_rows(path: Path, max_bytes: int) -> RowSource:
     suffix = check_file(path, max_bytes)
+    size = path.stat().st_size
     if suffix in CSV_SUFFIXES:
         encoding = detect_encoding(path)
-        return RowSource(path, _csv_rows(path, encoding), encoding=encoding)
-    return RowSource(path, _sheet_rows(_sheet_raw(first_sheet(path))))
+        return RowSource(path, _csv_rows(path, encoding, max_bytes), encoding, size)
+    return RowSource(path, _sheet_rows(_sheet_raw(first_sheet(path))), size=size)
