@@ -133,6 +133,9 @@ class Transport(Protocol):
 SLACK = 0.001
 """Seconds added to every window: float rounding must never put two requests exactly one
 window apart on the server's side of the comparison."""
+PACE = 0.9
+"""A paced window spaces requests ``PACE * window / limit`` apart: a little faster than the
+quota, so the window's own rule, not the pacing, sets the rate."""
 PRESUME_AFTER = 5.0
 """Seconds (at least one window) after which an unanswered request is taken as answered."""
 
@@ -155,9 +158,14 @@ class ServerWindow:
     loop held requests longer, and counted them after we had presumed them answered.)
     """
 
-    def __init__(self, limit: int, window: float) -> None:
+    def __init__(self, limit: int, window: float, *, paced: bool = False) -> None:
         self.limit = limit
         self.window = window
+        self.paced = paced
+        """Also spread requests evenly (``PACE * window / limit`` apart, a burst of 1 % at most): a
+        burst of a whole window's quota at once piles up at the server, its answers come back
+        late, and the window then waits for them."""
+        self._next_slot = float("-inf")
         self._recent: deque[tuple[float, asyncio.Future[float]]] = deque()
         """(sent at, answered at) of the last ``limit - 1`` or more requests, oldest first."""
         self._floor = float("-inf")
@@ -183,7 +191,9 @@ class ServerWindow:
 
     def wait_time(self, now: float) -> float:
         """Seconds until a request may go."""
-        return self._settle(now) or max(0.0, self._floor + self.window + SLACK - now)
+        return self._settle(now) or max(
+            0.0, max(self._floor + self.window + SLACK, self._next_slot) - now
+        )
 
     async def room(self) -> None:
         """Wait until a request may go (then ``take`` it without awaiting in between)."""
@@ -195,7 +205,7 @@ class ServerWindow:
                 # `wait`, not `await`: cancelling us must not cancel the answer.
                 await asyncio.wait([self._recent[0][1]], timeout=unanswered)
                 continue
-            wait = self._floor + self.window + SLACK - now
+            wait = max(self._floor + self.window + SLACK, self._next_slot) - now
             if wait <= 0:
                 return
             await asyncio.sleep(wait)
@@ -203,8 +213,13 @@ class ServerWindow:
     def take(self) -> asyncio.Future[float]:
         """Count a request; set the future's result to the time its answer came back."""
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self.paced:
+            spacing = self.window / self.limit * PACE
+            burst = max(1, self.limit // 100)
+            self._next_slot = max(self._next_slot, now - (burst - 1) * spacing) + spacing
         answer: asyncio.Future[float] = loop.create_future()
-        self._recent.append((loop.time(), answer))
+        self._recent.append((now, answer))
         return answer
 
     def idle(self, now: float) -> bool:
@@ -243,7 +258,7 @@ class DeliveryLimiter:
         self.slowdown = 1.0
         """Fraction of the overall quota in use: lowered by each 429 on the overall quota."""
         self._slowed_at = 0.0
-        self._global = ServerWindow(global_per_s, 1.0) if global_per_s else None
+        self._global = ServerWindow(global_per_s, 1.0, paced=True) if global_per_s else None
         self._chats: dict[int, ServerWindow] = {}
         self._groups: dict[int, ServerWindow] = {}
         self._in_flight: dict[int, list[asyncio.Future[float]]] = {}

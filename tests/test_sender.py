@@ -406,3 +406,14 @@ async def test_requeue_touches_only_that_chats_403s(db: Database, clock: FrozenC
             select(OutboxMessage.text).where(col(OutboxMessage.status) == "pending")
         )
         assert list(pending) == ["a"]
+
+
+async def test_the_overall_window_spreads_requests_instead_of_bursting() -> None:
+    ours = ServerWindow(100, 1.0, paced=True)  # 100 a second: one each 9 ms (PACE 0.9)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(11):
+        await ours.room()
+        ours.take().set_result(loop.time())
+    assert loop.time() - started >= 10 * 0.01 * sender_module.PACE - 0.001
+    assert loop.time() - started < 0.5  # paced, not held for the window
