@@ -55,6 +55,14 @@ async def to_first_evidence(h: Harness) -> StoredMessage:
     return dialog
 
 
+async def nothing_found(h: Harness, dialog: StoredMessage) -> StoredMessage:
+    """A's dialog from its first step to the summary: today, on site, both items fine."""
+    for label in ("今天", "现场", "1 未发现问题", "下一项 ➡️", "1 未发现问题", "完成，去核对 ➡️"):
+        dialog = await press(h, INSPECTOR_A, dialog, label)
+    assert "请核对后提交" in text_of(dialog)
+    return dialog
+
+
 async def send_photo(h: Harness, data: bytes = JPEG) -> None:
     h.mark(INSPECTOR_A)
     await h.feed(h.fake.user_photo(INSPECTOR_A, INSPECTOR_A, data))
@@ -177,15 +185,14 @@ async def test_recusal_from_tasks_rejected_then_gone_once_submitted(harness: Har
     assert "🙋 申请回避" in again.button_texts()  # confirmed again, nothing submitted yet
 
     # Once A has submitted the result, no one in the group is offered 申请回避 any more.
-    dialog = await open_entry(h)
-    for label in ("今天", "现场", "1 未发现问题", "下一项 ➡️", "1 未发现问题", "完成，去核对 ➡️"):
-        dialog = await press(h, INSPECTOR_A, dialog, label)
+    dialog = await nothing_found(h, await open_entry(h))
     await press(h, INSPECTOR_A, dialog, "✅ 提交")
     for user in (INSPECTOR_A, INSPECTOR_B):
         shown = unique(await h.send(user, "/tasks"))
         assert "🙋 申请回避" not in shown.button_texts()
     # Replaying the old 申请回避 button changes nothing either.
     await forge(h, INSPECTOR_B, again, again.callback_data("🙋 申请回避"))
+    assert answer_of(h)["show_alert"] is True
     async with h.services.db.read() as session:
         seats = list(await session.exec(select(Assignment).order_by(col(Assignment.id))))
         requests = list(await session.exec(select(RecusalRequest)))
@@ -213,9 +220,7 @@ async def test_double_taps_on_submit_and_cosign_make_one_of_each(harness: Harnes
     h = harness
     await start(h)
     await confirm_both(h)
-    dialog = await open_entry(h)
-    for label in ("今天", "现场", "1 未发现问题", "下一项 ➡️", "1 未发现问题", "完成，去核对 ➡️"):
-        dialog = await press(h, INSPECTOR_A, dialog, label)
+    dialog = await nothing_found(h, await open_entry(h))
     submit = dialog.callback_data("✅ 提交")
     await press(h, INSPECTOR_A, dialog, "✅ 提交")
     await forge(h, INSPECTOR_A, dialog, submit)
@@ -306,9 +311,7 @@ async def test_simultaneous_double_taps_make_one_of_each(harness: Harness) -> No
         await tap_twice(h, user, card_of(h, user), "✅ 确认接收")
     listing = unique(await h.send(INSPECTOR_A, "/tasks"))
     await tap_twice(h, INSPECTOR_A, listing, "📝 录入结果：城关示范超市有限公司")
-    dialog = h.fake.message(listing.chat_id, listing.message_id)
-    for label in ("今天", "现场", "1 未发现问题", "下一项 ➡️", "1 未发现问题", "完成，去核对 ➡️"):
-        dialog = await press(h, INSPECTOR_A, dialog, label)
+    dialog = await nothing_found(h, h.fake.message(listing.chat_id, listing.message_id))
     await tap_twice(h, INSPECTOR_A, dialog, "✅ 提交")
     await h.deliver()
     await tap_twice(h, INSPECTOR_C, last(h, INSPECTOR_C), "✅ 确认无误")
