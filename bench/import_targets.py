@@ -10,10 +10,12 @@ a throwaway database created next to the one named (and dropped afterwards).
 
 Rows/s is rows over the wall time of the whole import command, process startup included;
 startup (the same command on a header-only file) is reported on its own as well, and so is
-the CPU time, which a busy machine disturbs less than the wall time. With `--repeat` each
-import runs that many times, each into a fresh database, and the fastest counts. Peak RSS is
-the import process's `ru_maxrss`, taken in a lean wrapper process. The last line is for
-machines:
+the CPU time, which a busy machine disturbs less than the wall time. A file over a megabyte
+is checked in a child process forked by the import while the import writes (see
+docs/imports.md): the CPU time is both processes' together, and the wall time only drops
+below it when a second core is free. With `--repeat` each import runs that many times, each
+into a fresh database, and the fastest counts. Peak RSS is the largest `ru_maxrss` of the
+import's processes, taken in a lean wrapper process. The last line is for machines:
 
     csv_rows_per_s=N xlsx_rows_per_s=N peak_rss_mb=N
 """

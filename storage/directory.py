@@ -9,6 +9,7 @@ roll everything back and a crash leaves nothing half-written.
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import operator
 import re
@@ -693,6 +694,9 @@ class _Checker:
 
 def _check_in_child(checker: _Checker, rows: Iterator[Any], out: Connection) -> None:
     """The child's whole life: send the checked batches, then None or what stopped it."""
+    # Rows hold no reference cycles and the child ends with the file: the cyclic collector
+    # would only walk the young rows (about a tenth of the checking time, measured).
+    gc.disable()
     try:
         for batch in checker.batches(rows):
             out.send(batch)
