@@ -12,6 +12,8 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.fsm.storage.base import BaseStorage
+from aiogram.fsm.storage.memory import SimpleEventIsolation
+from aiogram.fsm.storage.redis import RedisStorage
 from aiogram.types import BotCommand, BotCommandScopeAllGroupChats, BotCommandScopeAllPrivateChats
 
 from bot.clock import Clock, SystemClock
@@ -75,8 +77,6 @@ def create_bot(settings: Settings) -> Bot:
 
 def create_storage(services: Services) -> BaseStorage:
     if services.settings.redis_url:
-        from aiogram.fsm.storage.redis import RedisStorage
-
         return RedisStorage.from_url(services.settings.redis_url)
     return DatabaseStorage(services.db, services.clock)
 
@@ -85,7 +85,13 @@ def create_dispatcher(services: Services, storage: BaseStorage | None = None) ->
     from handlers import setup_routers
     from handlers.middlewares import IdentityMiddleware
 
-    dispatcher = Dispatcher(storage=storage or create_storage(services), services=services)
+    storage = storage or create_storage(services)
+    # One update at a time per chat and person (a double tap is two updates): Redis locks
+    # across processes; otherwise a lock per process, and the database storage upserts.
+    isolation = (
+        storage.create_isolation() if isinstance(storage, RedisStorage) else SimpleEventIsolation()
+    )
+    dispatcher = Dispatcher(storage=storage, events_isolation=isolation, services=services)
     identity = IdentityMiddleware(services)
     dispatcher.update.outer_middleware(identity)
     dispatcher.message.middleware(identity.guard)

@@ -8,12 +8,15 @@ from typing import Any
 
 from aiogram.fsm.state import State
 from aiogram.fsm.storage.base import BaseStorage, StorageKey
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.clock import Clock
 from storage.db import Database
 from storage.models import FsmRecord
 
 StateType = str | State | None
+FSM_RECORD: Table = FsmRecord.__table__  # type: ignore[attr-defined]
 
 
 def storage_key(key: StorageKey) -> str:
@@ -35,15 +38,21 @@ class DatabaseStorage(BaseStorage):
         self.db = db
         self.clock = clock
 
-    async def set_state(self, key: StorageKey, state: StateType = None) -> None:
-        value = state.state if isinstance(state, State) else state
+    async def _write(self, key: StorageKey, **values: Any) -> None:
+        """Insert or update the chat's row in one statement: two updates of a chat that has
+        no row yet (a double tap, two bot processes) must not both try to insert it."""
+        now = self.clock.now()
+        insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+        statement = insert(FSM_RECORD).values(key=storage_key(key), updated_at=now, **values)
         async with self.db.session() as session:
-            row = await session.get(FsmRecord, storage_key(key))
-            if row is None:
-                row = FsmRecord(key=storage_key(key), updated_at=self.clock.now())
-            row.state = value
-            row.updated_at = self.clock.now()
-            session.add(row)
+            await session.exec(
+                statement.on_conflict_do_update(
+                    index_elements=["key"], set_={"updated_at": now, **values}
+                )
+            )
+
+    async def set_state(self, key: StorageKey, state: StateType = None) -> None:
+        await self._write(key, state=state.state if isinstance(state, State) else state)
 
     async def get_state(self, key: StorageKey) -> str | None:
         async with self.db.read() as session:
@@ -51,13 +60,7 @@ class DatabaseStorage(BaseStorage):
             return None if row is None else row.state
 
     async def set_data(self, key: StorageKey, data: Mapping[str, Any]) -> None:
-        async with self.db.session() as session:
-            row = await session.get(FsmRecord, storage_key(key))
-            if row is None:
-                row = FsmRecord(key=storage_key(key), updated_at=self.clock.now())
-            row.data = dict(data)
-            row.updated_at = self.clock.now()
-            session.add(row)
+        await self._write(key, data=dict(data))
 
     async def get_data(self, key: StorageKey) -> dict[str, Any]:
         async with self.db.read() as session:

@@ -5,11 +5,8 @@ in /review and /tasks, and double taps and foreign callbacks on the remaining bu
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import UTC, datetime
 
-import pytest
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from bot.fakeapi import StoredMessage
@@ -289,15 +286,6 @@ async def tap_twice(h: Harness, user: int, message: StoredMessage, label: str) -
             raise outcome
 
 
-@pytest.mark.xfail(
-    not os.environ.get("REDIS_URL"),
-    reason=(
-        "the database FSM storage (storage/fsm.py) inserts its row without ON CONFLICT, and the "
-        "dispatcher (bot/app.py) does not isolate a chat's updates: two simultaneous first taps "
-        "both insert. Passes with Redis, and with Dispatcher(events_isolation=...)."
-    ),
-    raises=IntegrityError,
-)
 async def test_simultaneous_double_taps_make_one_of_each(harness: Harness) -> None:
     h = harness
     await start(h)
