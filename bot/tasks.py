@@ -333,8 +333,9 @@ def parse_working_days(value: str | int) -> int:
 
 
 # Advanced settings of a task (the dialog's 高级设置; in a YAML task file `flag_threshold:` and
-# `deadlines:`): the flags floor's complaints threshold, then the deadline overrides issue #5
-# reads from the task (bot.duties.DEFAULT_WORKING_DAYS; no other is read per task).
+# `deadlines:`; in the .xlsx template one column each, DEADLINE_FIELDS): the flags floor's
+# complaints threshold, then the deadline overrides issue #5 reads from the task
+# (bot.duties.DEFAULT_WORKING_DAYS; no other is read per task).
 ADVANCED_SETTINGS = ("flag_threshold", *DEFAULT_WORKING_DAYS)
 
 
@@ -382,6 +383,10 @@ def set_setting(draft: Mapping[str, Any], key: str, value: int | None) -> dict[s
 
 # --- task files: YAML or the .xlsx template --------------------------------------------------
 
+# One optional column per deadline override, in bot.duties.DEFAULT_WORKING_DAYS's order (the
+# same list as the dialog's 高级设置); a YAML file may also nest them under `deadlines:`.
+DEADLINE_FIELDS = {f"deadline_{key}": key for key in DEFAULT_WORKING_DAYS}
+
 # Field order of the .xlsx template; headers and notes are in texts (task.column / task.rule).
 FILE_FIELDS = (
     "name",
@@ -408,6 +413,7 @@ FILE_FIELDS = (
     "group_size",
     "method",
     "mergeable",
+    *DEADLINE_FIELDS,
 )
 REQUIRED_FIELDS = ("name", "year", "items", "departments", "window_start", "window_end")
 EXAMPLE = {
@@ -463,15 +469,33 @@ def column_label(name: str) -> str:
     return text(f"task.column.{name}")
 
 
+def column_rule(name: str) -> str:
+    """The notes sheet's rule for a column; a deadline's names its default."""
+    if name in DEADLINE_FIELDS:
+        key = DEADLINE_FIELDS[name]
+        return text(
+            "task.rule.deadline",
+            help=text(f"task.setting.help.{key}"),
+            default=DEFAULT_WORKING_DAYS[key],
+            max=MAX_WORKING_DAYS,
+        )
+    return text(f"task.rule.{name}")
+
+
+def _bare(header: str) -> str:
+    """A header without spaces, a leading * or a trailing （…） note: "确认接收期限（工作日）"."""
+    return re.sub(r"\s+", "", str(header)).lstrip("*＊").replace("（", "(").split("(", 1)[0]
+
+
 def _header_key(raw: str) -> str | None:
-    cleaned = re.sub(r"\s+", "", str(raw)).lstrip("*＊").replace("（", "(").split("(", 1)[0]
+    cleaned = _bare(raw)
     lowered = cleaned.lower()
     if lowered in FILE_FIELDS:
         return lowered
     if lowered in _ALIASES:
         return _ALIASES[lowered]
     for name in FILE_FIELDS:
-        if cleaned == re.sub(r"\s+", "", column_label(name)):
+        if cleaned == _bare(column_label(name)):
             return name
     return None
 
@@ -572,6 +596,10 @@ def spec_from_fields(
     method = get("method", parse_method, "现场")
     mergeable = get("mergeable", parse_bool, True)
     deadlines: dict[str, int] = {}
+    for column, key in DEADLINE_FIELDS.items():
+        days = get(column, parse_working_days, None)
+        if days is not None:
+            deadlines[key] = days
     raw_deadlines = values.get("deadlines")
     if raw_deadlines:
         if not isinstance(raw_deadlines, Mapping):
@@ -696,7 +724,7 @@ def write_task_template(out: Path) -> Path:
             [
                 column_label(name),
                 text("template.required") if name in REQUIRED_FIELDS else text("template.optional"),
-                text(f"task.rule.{name}"),
+                column_rule(name),
             ]
         )
     out.parent.mkdir(parents=True, exist_ok=True)

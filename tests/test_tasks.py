@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from bot.cli import app
 from bot.clock import FrozenClock
 from bot.config import Settings
+from bot.duties import DEFAULT_WORKING_DAYS
 from bot.tasks import (
     ADVANCED_SETTINGS,
     TaskInvalid,
@@ -25,6 +26,7 @@ from bot.tasks import (
     advanced_settings,
     check_spec,
     create_task,
+    create_tasks_from_file,
     list_tasks,
     next_step,
     parse_codes,
@@ -277,6 +279,145 @@ def test_task_file_problems_name_row_and_column(tmp_path: Path) -> None:
     bad.write_text("- 1\n- 2\n", "utf-8")
     read = read_task_file(bad)
     assert read.problems and not read.specs
+
+
+DEADLINE_HEADERS = {
+    "confirm": "确认接收期限（工作日）",
+    "cosign": "成员会签期限（工作日）",
+    "review": "联络员复核期限（工作日）",
+    "publish": "结果公示期限（工作日）",
+    "followup_entry": "后续处置录入期限（工作日）",
+    "supervision": "督办单新期限（工作日）",
+}
+
+
+def _template_with(tmp_path: Path, *rows: dict[str, object]) -> Path:
+    """The written template, its example row replaced by `rows` (header text -> cell)."""
+    out = tmp_path / "任务.xlsx"
+    write_task_template(out)
+    book = load_workbook(out)
+    sheet = book.worksheets[0]
+    header = [c.value for c in sheet[1]]
+    sheet.delete_rows(2)
+    base = {
+        "任务名称": "表格任务",
+        "年度": 2026,
+        "抽查事项编码": "SC001",
+        "参与部门代码": "SJJ",
+        "检查开始日期": "2026-04-01",
+        "检查结束日期": "2026-06-30",
+    }
+    for row in rows:
+        cells = base | row
+        assert set(cells) <= set(header), set(cells) - set(header)
+        sheet.append([cells.get(str(h), None) for h in header])
+    book.save(out)
+    return out
+
+
+def test_template_has_a_column_per_deadline_override(tmp_path: Path) -> None:
+    out = tmp_path / "模板.xlsx"
+    write_task_template(out)
+    book = load_workbook(out)
+    header = [c.value for c in book.worksheets[0][1]]
+    assert list(DEADLINE_HEADERS) == list(DEFAULT_WORKING_DAYS)  # one per override, same order
+    assert header[-len(DEADLINE_HEADERS) :] == list(DEADLINE_HEADERS.values())
+    assert "投诉举报次数阈值" in header
+    rules = {r[0]: r[1:] for r in book.worksheets[1].iter_rows(min_row=2, values_only=True)}
+    assert rules["确认接收期限（工作日）"][0] == "选填"
+    assert "留空为默认 2 个工作日" in str(rules["确认接收期限（工作日）"][1])
+    assert "留空为默认 20 个工作日" in str(rules["结果公示期限（工作日）"][1])
+    assert "默认 3" in str(rules["投诉举报次数阈值"][1])
+
+
+async def test_template_deadlines_are_stored_and_bad_ones_refused(
+    db: Database, clock: FrozenClock, tmp_path: Path
+) -> None:
+    await seeded(db, clock)
+    good = _template_with(
+        tmp_path,
+        {
+            "确认接收期限（工作日）": 3,
+            "结果公示期限（工作日）": "15个工作日",
+            "投诉举报次数阈值": 5,
+        },
+    )
+    async with db.session() as session:
+        made = await create_tasks_from_file(
+            session, good, actor="test", now=clock.now(), today=TODAY
+        )
+    assert not made.problems and len(made.created) == 1
+    async with db.read() as session:
+        task = (await session.exec(select(Task))).one()
+    assert task.deadlines == {"confirm": 3, "publish": 15}  # empty cells: the defaults
+    assert task.flag_threshold == 5
+
+    bad = _template_with(
+        tmp_path,
+        {"任务名称": "甲", "成员会签期限（工作日）": "三天半"},
+        {"任务名称": "乙", "联络员复核期限（工作日）": 0, "督办单新期限（工作日）": 999},
+        {"任务名称": "丙", "确认接收期限（工作日）": 4},
+    )
+    async with db.session() as session:
+        made = await create_tasks_from_file(
+            session, bad, actor="test", now=clock.now(), today=TODAY
+        )
+    assert not made.created
+    found = {(p.where, p.column): p.message for p in made.problems}
+    assert set(found) == {
+        ("第 2 行", "成员会签期限（工作日）"),
+        ("第 3 行", "联络员复核期限（工作日）"),
+        ("第 3 行", "督办单新期限（工作日）"),
+    }
+    assert found[("第 2 行", "成员会签期限（工作日）")] == (
+        "“三天半”不是有效的期限，请输入 1 到 250 之间的工作日数，如 3。"
+    )
+    assert "“0”不是有效的期限" in found[("第 3 行", "联络员复核期限（工作日）")]
+    assert "“999”不是有效的期限" in found[("第 3 行", "督办单新期限（工作日）")]
+    async with db.read() as session:
+        assert [t.name for t in await session.exec(select(Task))] == ["表格任务"]  # nothing new
+
+
+async def test_yaml_and_template_with_the_same_deadlines_make_equal_tasks(
+    db: Database, clock: FrozenClock, tmp_path: Path
+) -> None:
+    await seeded(db, clock)
+    yaml_file = tmp_path / "任务.yaml"
+    yaml_file.write_text(
+        "name: 表格任务\nyear: 2026\nitems: SC001\ndepartments: SJJ\n"
+        "window_start: 2026-04-01\nwindow_end: 2026-06-30\nflag_threshold: 4\n"
+        "deadlines: {cosign: 1, review: 4天, followup_entry: 30, supervision: 10}\n",
+        "utf-8",
+    )
+    xlsx_file = _template_with(
+        tmp_path,
+        {
+            "投诉举报次数阈值": "4次",
+            "成员会签期限（工作日）": 1,
+            "联络员复核期限（工作日）": "4天",
+            "后续处置录入期限（工作日）": "30",
+            "督办单新期限（工作日）": 10.0,
+        },
+    )
+    [(_, from_yaml)] = read_task_file(yaml_file).specs
+    [(_, from_xlsx)] = read_task_file(xlsx_file).specs
+    assert from_yaml == from_xlsx
+    assert from_xlsx.deadlines == {
+        "cosign": 1,
+        "review": 4,
+        "followup_entry": 30,
+        "supervision": 10,
+    }
+    async with db.session() as session:
+        for path in (yaml_file, xlsx_file):
+            made = await create_tasks_from_file(
+                session, path, actor="test", now=clock.now(), today=TODAY
+            )
+            assert not made.problems and len(made.created) == 1
+    async with db.read() as session:
+        one, two = await session.exec(select(Task).order_by(Task.id))  # type: ignore[arg-type]
+    assert one.model_dump(exclude={"id"}) == two.model_dump(exclude={"id"})
+    assert two.deadlines == from_xlsx.deadlines and two.flag_threshold == 4
 
 
 # --- the CLI -----------------------------------------------------------------------------------
