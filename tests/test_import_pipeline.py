@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
@@ -27,12 +29,22 @@ from tests.test_tabular import HEADER, MB, codes, stored, target, write_targets
 
 
 @pytest.fixture(params=["in line", "in a child"])
-def where(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def where(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Every test here runs both ways: rows checked in this process, or in a forked child."""
-    if request.param == "in a child":
+    child = request.param == "in a child"
+    if child:
         monkeypatch.setattr(bot.directories, "CHILD_FROM_BYTES", 0)
     monkeypatch.setattr(directory, "BATCH", 2)
-    return str(request.param)
+    forks: list[str] = []
+    real = multiprocessing.get_context
+
+    def get_context(method: str | None = None) -> Any:
+        forks.append(str(method))
+        return real(method)
+
+    monkeypatch.setattr(multiprocessing, "get_context", get_context)
+    yield str(request.param)
+    assert set(forks) == ({"fork"} if child else set())
 
 
 async def test_repeats_bad_rows_and_reimport_are_the_same_in_a_child(
