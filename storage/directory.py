@@ -959,7 +959,7 @@ async def _run_import(
                         key = row[key_index]
                         reject(Rejected(number, schema.key_header, key, "duplicate_key"))
                         outcome.rejected_rows += 1
-            if progress is not None:
+            if progress is not None and batch.total:  # the last batch may be empty
                 await progress(outcome.total)
     await writer.close()
     outcome.errors.sort(key=operator.attrgetter("row"))  # repeats are found after bad cells
