@@ -8,21 +8,24 @@ default ratios, group size 2, 全局内随机). A new SQLite file by default, or
 (and dropped afterwards).
 
     .venv/bin/python -m bench.draw [--targets N] [--inspectors N] [--database-url URL] [--execute]
+        [--sqlite-cache FILE]
 
 What is timed (best of `--repeat` runs, seconds):
 
 - read_keys_s: reading the candidate keys alone (`SELECT key … ORDER BY key` with the task's
   scope), the yardstick: no draw can be faster than reading what it draws from;
 - draw_s: the target draw: the candidate query (scope, exclusions, strata flags) plus
-  `bot.draw.draw` with an empty inspector pool (quotas, ranks, selection, record);
-- inspectors_s: the inspector pool and rotation queries plus the extra time `bot.draw.draw`
-  takes with the 2,000-inspector pool (the partial Fisher–Yates picks for every target);
+  `bot.draw.draw_targets` (quotas, ranks, selection, record);
+- inspectors_s: the inspector pool and rotation queries plus `bot.draw.draw_inspectors` with
+  the 2,000-inspector pool (the partial Fisher–Yates picks for every target);
 - verify_s: `bot.draw.verify` on the record (every stratum, every rank, every pick), as
   anyone holding the published record re-runs it; reading the JSON back is reported on its
   own information line (`dsr verify FILE` does both).
 
-Information lines also give the size of the record and, with `--execute`, the whole chat
-execution in the database (inspections, seats, duties, announcements). The last line is
+Information lines also give the size of the record, the CPU seconds of each timed step (the
+machine is shared: wall time grows with other programs' load, CPU time much less) and, with
+`--execute`, the whole chat execution in the database (inspections, seats, duties, every
+assignment message queued; nine in ten inspectors are bound to a Telegram account). The last line is
 machine-readable:
 
     draw_s=N inspectors_s=N verify_s=N read_keys_s=N ratio=N
