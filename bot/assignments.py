@@ -569,6 +569,26 @@ async def _maybe_all_confirmed(
         session.add(inspection)
 
 
+async def _awaits_confirmation(session: AsyncSession, inspection_id: int, *, now: datetime) -> None:
+    """A replacement joined a group that had all confirmed: it waits for their confirmation
+    again (the new member's), as after the draw."""
+    inspection = await session.get(Inspection, inspection_id)
+    if inspection is None or inspection.status != InspectionStatus.CONFIRMED:
+        return
+    inspection.status = InspectionStatus.ASSIGNED
+    inspection.updated_at = now
+    session.add(inspection)
+    await record(
+        session,
+        actor="bot",
+        action="inspection.reopen_confirmation",
+        entity="inspection",
+        entity_id=str(inspection_id),
+        at=now,
+        detail={"reason": "replacement"},
+    )
+
+
 async def _has_result(session: AsyncSession, inspection_id: int) -> bool:
     return (
         await session.exec(select(Result.id).where(Result.inspection_id == inspection_id))
@@ -863,6 +883,7 @@ async def _approve(
             now=now,
         )
     if replacement is not None:
+        await _awaits_confirmation(session, assignment.inspection_id, now=now)
         await deliver_replacement(session, replacement, now=now, tz=tz, office_admins=office_admins)
     else:
         # No one satisfies the constraints: the office decides (a shortfall in the draw record).

@@ -17,6 +17,7 @@ from storage.models import (
     Evidence,
     FollowUp,
     FollowUpEntry,
+    Inspection,
     RecusalRequest,
     Result,
     ResultItem,
@@ -164,6 +165,14 @@ async def test_confirmed_inspector_asks_for_recusal_from_tasks(harness: Harness)
     assert [s.status for s in seats] == ["recused", "confirmed", "pending"]
     assert len(requests) == 1 and requests[0].replacement_id == seats[2].id
     assert seats[2].inspection_id == world.inspection_id
+    # The group had all confirmed; with a newcomer it waits for the newcomer again.
+    async with h.services.db.read() as session:
+        inspection = await session.get(Inspection, world.inspection_id)
+    assert inspection is not None and inspection.status == "assigned"
+    await press(h, INSPECTOR_C, card_of(h, INSPECTOR_C), "✅ 确认接收")
+    async with h.services.db.read() as session:
+        inspection = await session.get(Inspection, world.inspection_id)
+    assert inspection is not None and inspection.status == "confirmed"
 
 
 async def test_recusal_from_tasks_rejected_then_gone_once_submitted(harness: Harness) -> None:
