@@ -10,8 +10,8 @@ stage  next check                  what the visit does
 0      the day it was opened       plan: the reminder date, N working days before the
                                    deadline (N = 3, or 1 for duties of 2 days or less)
 0      the reminder date           懒政提醒单 → stage 1
-1      first working day after     怠政督办单 with a new deadline (5 working days) → 2
-       the deadline
+1      first working day after     怠政督办单 with a new deadline (5 working days, or the
+       the deadline                ``supervision`` days the duty's task sets) → 2
 2      first working day after     失职问责单 for the office to decide → 3
        the supervision deadline
 3      never                       (the office decides; a late completion closes it)
@@ -47,14 +47,16 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
+import sqlmodel
 from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock, to_local
@@ -76,7 +78,7 @@ from bot.outbox import enqueue
 from bot.render import render
 from bot.workdays import Calendar
 from storage.db import Database
-from storage.models import AppSetting, DutyStatus
+from storage.models import AppSetting, Draw, DutyStatus, Inspection, Task
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +130,20 @@ def reminder_date(duty: DutyRow, calendar: Calendar, rules: Rules) -> date:
     return calendar.working_days_add(duty.deadline, -lead)
 
 
-def plan(duty: DutyRow, today: date, calendar: Calendar, rules: Rules) -> Step:
-    """The visit of ``duty`` on ``today``; pure. ``next_check_on`` is always after ``today``."""
+def plan(
+    duty: DutyRow,
+    today: date,
+    calendar: Calendar,
+    rules: Rules,
+    supervision_days: int | None = None,
+) -> Step:
+    """The visit of ``duty`` on ``today``; pure. ``next_check_on`` is always after ``today``.
+    ``supervision_days``: the working days of a 怠政督办单's new deadline that the duty's task
+    sets (``Task.deadlines["supervision"]``), if it sets one; else ``rules.supervision_days``."""
 
     def supervise() -> Step:
-        new_deadline = calendar.working_days_add(today, rules.supervision_days)
+        days = rules.supervision_days if supervision_days is None else supervision_days
+        new_deadline = calendar.working_days_add(today, days)
         return Step(SUPERVISION, 2, calendar.working_days_add(new_deadline, 1), new_deadline)
 
     after_deadline = calendar.working_days_add(duty.deadline, 1)
@@ -155,18 +166,26 @@ def plan(duty: DutyRow, today: date, calendar: Calendar, rules: Rules) -> Step:
     return Step(None, duty.stage, NEVER, duty.supervision_deadline)
 
 
-def planner(today: date, calendar: Calendar, rules: Rules) -> Callable[[DutyRow], Step]:
+def planner(
+    today: date,
+    calendar: Calendar,
+    rules: Rules,
+    supervision_days: dict[int, int] | None = None,
+) -> Callable[[DutyRow], Step]:
     """``plan`` for one batch, remembered per (stage, deadline, supervision deadline, opening
-    day): a batch's thousands of duties share a few dozen deadlines, and each plan costs
-    several working-day computations."""
-    memo: dict[tuple[int, date, date | None, date | None], Step] = {}
+    day, supervision days): a batch's thousands of duties share a few dozen deadlines, and each
+    plan costs several working-day computations. ``supervision_days``: per inspection, the
+    supervision days its task sets (``task_supervision_days``)."""
+    memo: dict[tuple[int, date, date | None, date | None, int | None], Step] = {}
+    overrides = supervision_days or {}
 
     def plan_of(duty: DutyRow) -> Step:
         opened = to_local(duty.created_at, rules.timezone).date() if duty.stage == 0 else None
-        key = (duty.stage, duty.deadline, duty.supervision_deadline, opened)
+        days = overrides.get(duty.inspection_id) if duty.inspection_id is not None else None
+        key = (duty.stage, duty.deadline, duty.supervision_deadline, opened, days)
         step = memo.get(key)
         if step is None:
-            step = memo[key] = plan(duty, today, calendar, rules)
+            step = memo[key] = plan(duty, today, calendar, rules, days)
         return step
 
     return plan_of
@@ -301,7 +320,8 @@ async def _sweep_batch(
     duties = [duty_row(row[:-1]) for row in rows]
     del rows
     calendar = await load_calendar(session)
-    plan_of = planner(today, calendar, rules)
+    overdue = (d.inspection_id for d in duties if d.stage < 2 and d.deadline < today)
+    plan_of = planner(today, calendar, rules, await task_supervision_days(session, overdue))
     steps = [(duty, plan_of(duty)) for duty in duties]
     issued = await issue(
         session,
@@ -325,6 +345,37 @@ async def _sweep_batch(
     report.messages += issued.messages
     report.digests += issued.digests
     return last if len(duties) == batch else None
+
+
+async def task_supervision_days(
+    session: AsyncSession, inspection_ids: Iterable[int | None]
+) -> dict[int, int]:
+    """Per inspection, the working days its task gives a 怠政督办单's new deadline
+    (``Task.deadlines["supervision"]``: the task dialog's 高级设置, task files), for those whose
+    task sets one. An inspection's task is its draw's. Read once per batch, for the inspections
+    of the duties that may get an order now: two queries, each task's settings decoded once."""
+    ids = sorted({i for i in inspection_ids if i is not None})
+    task_of: dict[int, int] = {}
+    for start in range(0, len(ids), UPDATE_CHUNK):
+        rows = await session.exec(
+            sqlmodel.select(Inspection.id, Draw.task_id)
+            .join(Draw, col(Draw.id) == col(Inspection.draw_id))
+            .where(col(Inspection.id).in_(ids[start : start + UPDATE_CHUNK]))
+        )
+        task_of.update((i, task_id) for i, task_id in rows if i is not None)
+    if not task_of:
+        return {}
+    tasks = await session.exec(
+        sqlmodel.select(Task.id, Task.deadlines).where(
+            col(Task.id).in_(sorted(set(task_of.values())))
+        )
+    )
+    days = {
+        task_id: deadlines["supervision"]
+        for task_id, deadlines in tasks
+        if isinstance(deadlines, dict) and isinstance(deadlines.get("supervision"), int)
+    }
+    return {i: days[t] for i, t in task_of.items() if t in days}
 
 
 UPDATE_CHUNK = 5000

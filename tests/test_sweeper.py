@@ -780,3 +780,95 @@ async def test_a_voided_inspection_withdraws_its_notices(
             tz="Asia/Shanghai",
         )
     assert found.items == [] and found.total == 0
+
+
+async def add_inspection(db: Database, now: datetime, deadlines: dict[str, int]) -> int:
+    """A second task (with these deadline overrides), its draw and an inspection of it."""
+    async with db.session() as session:
+        task = Task(
+            name="2026年特种设备双随机抽查",
+            year=2026,
+            lead_department="SJJ",
+            window_start=date(2026, 3, 1),
+            window_end=date(2026, 6, 30),
+            deadlines=deadlines,
+            created_by="test",
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(task)
+        await session.flush()
+        assert task.id is not None
+        draw = Draw(
+            task_id=task.id,
+            seed_hex="01",
+            commitment="c",
+            candidate_digest="d",
+            committed_by="test",
+            committed_at=now,
+        )
+        session.add(draw)
+        await session.flush()
+        assert draw.id is not None
+        inspection = Inspection(
+            draw_id=draw.id,
+            target_id=1,
+            target_key=TARGET_USCC,
+            lead_department="SJJ",
+            rank="2",
+            window_start=date(2026, 3, 1),
+            window_end=date(2026, 6, 30),
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(inspection)
+        await session.flush()
+        assert inspection.id is not None
+        return inspection.id
+
+
+async def test_a_task_sets_its_own_supervision_deadline(
+    db: Database, clock: FrozenClock, settings: Settings
+) -> None:
+    """A task with deadlines["supervision"] = 2: its overdue duty's 督办单 gives 2 working days;
+    in the same batch, a duty of a task without one gets the default 5."""
+    world = await build_world(db, clock.now())
+    short = await add_inspection(db, clock.now(), {"supervision": 2, "confirm": 3})
+    async with db.session() as session:
+        for inspection_id, subject in ((world.inspection_id, "default"), (short, "short")):
+            await open_duty(
+                session,
+                kind="review",
+                subject=f"inspection:{subject}",
+                deadline=date(2026, 3, 4),
+                responsible_role="liaison",
+                department_code="SJJ",
+                inspection_id=inspection_id,
+                now=clock.now(),
+            )
+    at(clock, beijing(2026, 3, 5, 9))  # Thursday: both overdue
+    report = await sweep(db, clock, settings)
+    assert report.supervisions == 2
+    async with db.read() as session:
+        rows = await session.exec(
+            select(
+                col(Duty.inspection_id),
+                col(Duty.stage),
+                col(Duty.supervision_deadline),
+                col(Notice.deadline),
+            )
+            .join(Notice, col(Notice.duty_id) == col(Duty.id))
+            .order_by(col(Duty.id))
+        )
+        found = {inspection_id: rest for inspection_id, *rest in rows}
+    # Thursday + 2 working days: Monday 9 March; + 5: Thursday 12 March.
+    assert found[short] == [2, date(2026, 3, 9), date(2026, 3, 9)]
+    assert found[world.inspection_id] == [2, date(2026, 3, 12), date(2026, 3, 12)]
+    sent = "\n".join((await outbox(db))[LIAISON])
+    assert "督办期限：2026年3月9日（周一）" in sent and "督办期限：2026年3月12日（周四）" in sent
+
+    # The short order runs out first: 问责 on Tuesday 10 March, the other still waits.
+    at(clock, beijing(2026, 3, 10, 9))
+    assert (await sweep(db, clock, settings)).accountabilities == 1
+    at(clock, beijing(2026, 3, 13, 9))
+    assert (await sweep(db, clock, settings)).accountabilities == 1
