@@ -105,7 +105,10 @@ _ANY = {"不限", "无", "全部", "all", "none", "-"}
 
 
 class TaskProblem(Exception):
-    """One thing wrong with a task; `key` names the message under `task.problem.`."""
+    """One thing wrong with a task (or, as ``bot.draws.DrawProblem``, a draw); `key` names the
+    message under `<scope>.problem.`."""
+
+    scope = "task"
 
     def __init__(self, key: str, **params: Any) -> None:
         super().__init__(key)
@@ -113,7 +116,7 @@ class TaskProblem(Exception):
         self.params = params
 
     def message(self) -> str:
-        return text(f"task.problem.{self.key}", **self.params)
+        return text(f"{self.scope}.problem.{self.key}", **self.params)
 
 
 @dataclass
