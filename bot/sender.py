@@ -461,8 +461,11 @@ class Sender:
         per_chat: int = 10,
         name: str | None = None,
         jitter: Callable[[], float] = random.random,
+        office_admins: Sequence[int] = (),
     ) -> None:
         self.db = db
+        self.office_admins = tuple(office_admins)
+        """OFFICE_ADMINS: told, with the office's members, when no office group is bound."""
         self.transport = transport
         self.clock = clock
         self.limiter = limiter or DeliveryLimiter.unlimited()
@@ -1008,7 +1011,9 @@ class Sender:
                 if done.gave_up and not done.row.key.startswith(f"{DELIVERY}:")
             ]
             if gave_up:
-                await notify_gave_up(session, gave_up, now=batch[0].at)
+                await notify_gave_up(
+                    session, gave_up, now=batch[0].at, office_admins=self.office_admins
+                )
 
 
 async def _first_of(events: list[asyncio.Event], within: float | None) -> None:
@@ -1128,8 +1133,11 @@ async def _who(session: AsyncSession, chat_ids: Iterable[int]) -> dict[int, str]
     return names
 
 
-async def _office_chats(session: AsyncSession) -> tuple[list[int], bool]:
-    """The office group(s) if bound, else the office members privately; and whether groups."""
+async def _office_chats(
+    session: AsyncSession, office_admins: Sequence[int]
+) -> tuple[list[int], bool]:
+    """The office group(s) if bound, else privately the office members and OFFICE_ADMINS (as
+    everywhere else in the bot); and whether groups."""
     groups = (
         await session.exec(
             select(ChatBinding.chat_id).where(
@@ -1145,7 +1153,7 @@ async def _office_chats(session: AsyncSession) -> tuple[list[int], bool]:
         .where(RoleGrant.role == Role.OFFICE, col(RoleGrant.active).is_(True))
         .distinct()
     )
-    return sorted(members.all()), False
+    return sorted({*members.all(), *office_admins}), False
 
 
 def _feature(key: str) -> str:
@@ -1154,12 +1162,18 @@ def _feature(key: str) -> str:
     return text(label if has_text(label) else "delivery.kind.other")
 
 
-async def notify_gave_up(session: AsyncSession, rows: Sequence[_Row], *, now: datetime) -> int:
+async def notify_gave_up(
+    session: AsyncSession,
+    rows: Sequence[_Row],
+    *,
+    now: datetime,
+    office_admins: Sequence[int] = (),
+) -> int:
     """Tell the office that these messages were given up after ``MAX_ATTEMPTS`` tries: one
     notice per batch of results (not one per message), saying for each chat who it is, how
     many messages and of what kind. Never the messages themselves (a group may read this).
     Returns how many notices were queued."""
-    chats, is_group = await _office_chats(session)
+    chats, is_group = await _office_chats(session, office_admins)
     if not chats:
         log.warning("gave up on %d outbox messages; no office to tell", len(rows))
         return 0

@@ -136,3 +136,34 @@ async def test_giving_up_on_a_notice_to_the_office_tells_nobody(
     transport.script[OFFICE_GROUP] = [RetryLater("timeout")]
     assert await sender(db, transport, clock).drain() == 0
     assert await _statuses(db) == {"delivery:gave_up:1-1:-100900": "failed"}
+
+
+async def test_without_an_office_group_the_office_admins_are_told_too(
+    db: Database, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sender_module, "MAX_ATTEMPTS", 1)
+    await _setup(db, clock, office_group=False)
+    await _queue(db, clock, ("notice:reminder:1:801", INSPECTOR, "懒政提醒单"))
+    transport = ScriptedTransport()
+    transport.script[INSPECTOR] = [RetryLater("timeout")]
+    # 701 is only in OFFICE_ADMINS: no Person, no OFFICE role.
+    engine = sender(db, transport, clock, office_admins=[701])
+    assert await engine.drain() == 1
+    (notice,) = transport.texts(701)
+    assert "检查员张：1 条（三单通知）" in notice
+    assert await _statuses(db) == {
+        "notice:reminder:1:801": "failed",
+        "delivery:gave_up:1-1:701": "sent",
+    }
+
+
+async def test_with_an_office_group_the_office_admins_are_not_told_privately(
+    db: Database, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sender_module, "MAX_ATTEMPTS", 1)
+    await _setup(db, clock)
+    await _queue(db, clock, ("notice:reminder:1:801", INSPECTOR, "懒政提醒单"))
+    transport = ScriptedTransport()
+    transport.script[INSPECTOR] = [RetryLater("timeout")]
+    assert await sender(db, transport, clock, office_admins=[701]).drain() == 1
+    assert len(transport.texts(OFFICE_GROUP)) == 1 and transport.texts(701) == []
