@@ -17,6 +17,7 @@ from bot.chats import binding_of
 from bot.directories import import_file, write_template
 from bot.people import Identity
 from bot.render import render
+from handlers.results import edit_in_place
 from storage.directory import KIND_ALIASES, SCHEMAS
 
 PROGRESS_EVERY_S = 2.0
@@ -116,7 +117,7 @@ async def _run(
         nonlocal last
         if time.monotonic() - last >= PROGRESS_EVERY_S:
             last = time.monotonic()
-            await status.edit_text(render("imports/progress.j2", name=name, rows=rows))
+            await edit_in_place(status, render("imports/progress.j2", name=name, rows=rows))
 
     with tempfile.TemporaryDirectory(prefix="dsr-import-") as folder:
         path = Path(folder) / Path(name).name
@@ -132,7 +133,7 @@ async def _run(
             progress=progress,
             display_name=name,
         )
-        await status.edit_text(render("imports/report.j2", report=report))
+        await edit_in_place(status, render("imports/report.j2", report=report))
         if report.error_file is not None:
             await message.answer_document(
                 FSInputFile(report.error_file, filename=report.error_file.name),

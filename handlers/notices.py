@@ -12,7 +12,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from aiogram import Bot, F, Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -46,6 +45,7 @@ from bot.outbox import Keyboard
 from bot.people import Identity
 from bot.render import render, text
 from bot.telegram import NoticeCb
+from handlers.results import edit_in_place
 from storage.tabular import FileProblem, open_rows
 
 SHOW_LIMIT = 5
@@ -171,17 +171,7 @@ async def _refuse(callback: CallbackQuery, key: str, listed: Listed | None = Non
     await callback.answer(text(f"notice.answer.{key}"), show_alert=True)
     decided = listed is not None and listed.notice.decision is not None
     if decided and listed is not None and isinstance(callback.message, Message):
-        await _edit(callback.message, _card(listed, _is_group(callback.message)))
-
-
-async def _edit(message: Message, body: str) -> None:
-    """Show the decided card without buttons. Telegram answers 400 "message is not modified"
-    when the card already reads so (another copy was pressed first); that is fine."""
-    try:
-        await message.edit_text(body)
-    except TelegramBadRequest as error:
-        if "not modified" not in error.message:
-            raise
+        await edit_in_place(callback.message, _card(listed, _is_group(callback.message)))
 
 
 async def choose(callback: CallbackQuery, callback_data: NoticeCb, services: Services) -> None:
@@ -266,7 +256,7 @@ async def pick(
         await _refuse(callback, problem or "not_found", current)
         return
     if isinstance(callback.message, Message):
-        await _edit(callback.message, _card(listed, _is_group(callback.message)))
+        await edit_in_place(callback.message, _card(listed, _is_group(callback.message)))
     await callback.answer(text("notice.answer.decided", decision=listed.notice.decision))
 
 

@@ -104,6 +104,18 @@ async def drop_keyboard(bot: Bot, chat_id: int, message_id: int | None) -> None:
         )
 
 
+async def edit_in_place(
+    message: Message, body: str, keyboard: InlineKeyboardMarkup | None = None
+) -> None:
+    """Edit a message the bot sent. Telegram answers 400 "message is not modified" when it
+    already reads so (a copy pressed twice, a progress count that did not move): that is fine."""
+    try:
+        await message.edit_text(body, reply_markup=keyboard)
+    except TelegramBadRequest as error:
+        if "not modified" not in error.message:
+            raise
+
+
 async def button_message(query: CallbackQuery) -> Message | None:
     """The message a pressed button belongs to; None (and the person told) when Telegram no
     longer gives it to us (too old to edit)."""

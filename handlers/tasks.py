@@ -54,6 +54,7 @@ from bot.tasks import (
     step_options,
 )
 from bot.telegram import TaskCb
+from handlers.results import edit_in_place
 
 log = logging.getLogger(__name__)
 
@@ -195,16 +196,8 @@ async def _drop_buttons(message: Message, message_id: int) -> None:
 async def _show_here(message: Message, services: Services, state: FSMContext, step: str) -> None:
     """Ask `step` by editing the question the button was on."""
     body, keyboard = await _screen(services, state, step)
-    await _edit(message, body, keyboard)
+    await edit_in_place(message, body, keyboard)
     await state.update_data(msg=message.message_id)
-
-
-async def _edit(message: Message, body: str, keyboard: InlineKeyboardMarkup | None) -> None:
-    try:
-        await message.edit_text(body, reply_markup=keyboard)
-    except TelegramBadRequest as error:
-        if "not modified" not in error.message:
-            raise
 
 
 async def _go(state: FSMContext, step: str, updates: dict[str, Any]) -> str:
@@ -375,7 +368,7 @@ async def pressed(
     try:
         if act == "cancel":
             await state.clear()
-            await _edit(message, render("tasks/cancelled.j2"), None)
+            await edit_in_place(message, render("tasks/cancelled.j2"), None)
         elif act == "back":
             hist = list(data.get("hist", []))
             previous = hist.pop() if hist else step
@@ -466,7 +459,7 @@ async def _create(
         await _show_here(message, services, state, "confirm")
         return
     await state.clear()
-    await _edit(message, render("tasks/created.j2", created=created), None)
+    await edit_in_place(message, render("tasks/created.j2", created=created), None)
 
 
 # --- /tasks in the office group --------------------------------------------------------------
