@@ -460,9 +460,9 @@ class Issued:
     supervisions: int = 0
     accountabilities: int = 0
     messages: int = 0
-    """Messages offered to the outbox: the notices' own messages and the digest parts."""
+    """Messages offered to the outbox: the notices' own messages and the copies."""
     digests: int = 0
-    """Digest messages among them."""
+    """The copies among them: digest messages, and a recipient's single copy in full."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -670,6 +670,10 @@ _OWN_TEMPLATES = {
     SUPERVISION: "notices/supervision.j2",
     ACCOUNTABILITY: "notices/accountability.j2",
 }
+_GROUP_TEMPLATES = {
+    SUPERVISION: "notices/supervision_group.j2",
+    ACCOUNTABILITY: "notices/accountability_group.j2",
+}
 
 
 def _compose(batch: _Batch) -> tuple[list[Envelope], list[Envelope]]:
@@ -705,8 +709,34 @@ def _compose(batch: _Batch) -> tuple[list[Envelope], list[Envelope]]:
             public = view.public()
             for chat in to.group_copies:
                 digests.setdefault(chat, _Digest(chat, True)).entries.append((notice, public))
-    copies = [message for digest in digests.values() for message in _digest_messages(digest, today)]
+    copies = [message for digest in digests.values() for message in _copy_messages(digest, today)]
     return own, copies
+
+
+def _copy_messages(digest: _Digest, today: date) -> list[Envelope]:
+    """A recipient's copies of one batch: a digest when they are several; a single copy is the
+    notice itself, in full, as a formal notice reads (its number, its deadline, what to do), not
+    a one-line list. Privately the text the responsible person gets (with the copy's wording);
+    a group gets the group card, which has no target and no person. Keyed like a notice's own
+    message: the recipient is not among its own recipients (``route``), so no key is shared."""
+    if len(digest.entries) != 1:
+        return _digest_messages(digest, today)
+    notice, view = digest.entries[0]
+    if digest.is_group:
+        template = _GROUP_TEMPLATES.get(notice.kind)
+        if template is None:  # no group card for this kind: its one-line digest
+            return _digest_messages(digest, today)
+        body = _render(template, notice=notice, duty=view)
+    else:
+        body = _render(_OWN_TEMPLATES[notice.kind], notice=notice, duty=view, copy=True)
+    return [
+        Envelope(
+            key=f"notice:{notice.kind}:{notice.id}:{digest.chat_id}",
+            chat_id=digest.chat_id,
+            text=body,
+            is_group=digest.is_group,
+        )
+    ]
 
 
 def _own_messages(notice: NoticeView, duty: DutyRow, view: DutyView, to: Route) -> list[Envelope]:
@@ -715,7 +745,7 @@ def _own_messages(notice: NoticeView, duty: DutyRow, view: DutyView, to: Route) 
     if to.own_group:
         body = _render("notices/accountability_group.j2", notice=notice, duty=view.public())
     else:
-        body = _render(_OWN_TEMPLATES[notice.kind], notice=notice, duty=view)
+        body = _render(_OWN_TEMPLATES[notice.kind], notice=notice, duty=view, copy=False)
     buttons = decision_buttons(notice.id) if notice.kind == ACCOUNTABILITY else None
     # An inspector who cannot be reached (blocked the bot) is reported to their liaisons.
     notify = (

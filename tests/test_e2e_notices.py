@@ -77,8 +77,13 @@ async def test_ladder_as_people_see_it_then_exemption(harness: Harness, settings
     assert "懒政提醒单" in reminder and TARGET_NAME in reminder
     liaison = [text_of(m) for m in h.fake.sent_by_bot(LIAISON)]
     assert "懒政提醒单" in liaison[0] and "督〔2026〕1号" in liaison[1]
+    # The liaison is the addressee of the 督办单: the formal notice, not a one-line digest.
+    assert liaison[1].startswith("🔴 怠政督办单 督〔2026〕1号") and "三单汇总" not in liaison[1]
+    assert "请于 2026年3月12日（周四） 前办结" in liaison[1] and TARGET_NAME in liaison[1]
+    assert "督办期限：2026年3月12日（周四）" in liaison[1] and "责任人：张三" in liaison[1]
     group = [text_of(m) for m in h.fake.sent_by_bot(DEPARTMENT_GROUP)]
-    assert len(group) == 1 and "督〔2026〕1号" in group[0]
+    assert len(group) == 1 and group[0].startswith("🔴 怠政督办单 督〔2026〕1号")
+    assert "督办期限：2026年3月12日（周四）" in group[0] and "张三" not in group[0]
     office = [text_of(m) for m in h.fake.sent_by_bot(OFFICE_GROUP)]
     assert len(office) == 2 and "督〔2026〕1号" in office[0]
     for message in group + office:
@@ -145,6 +150,41 @@ async def test_copies_arrive_as_one_digest(harness: Harness, settings: Settings)
     # /notices has the details behind the list.
     details = unique_text(await h.send(LIAISON, "/notices"))
     assert "督〔2026〕" in details and TARGET_NAME in details
+
+
+async def test_a_single_copy_is_the_notice_itself_and_two_are_a_digest(
+    harness: Harness, settings: Settings
+) -> None:
+    """Without an office group the office members read the 督办单 privately: one order in a
+    sweep arrives in full (number, target, new deadline); two in the next sweep, as a list."""
+    h = harness
+    await setup(h, office_group=False)
+    clock = clock_of(h)
+    await open_many(h.services.db, clock, 1, date(2026, 2, 27))  # overdue: 督办 at once
+    report = await sweep(h.services.db, clock, settings)
+    assert (report.supervisions, report.digests) == (1, 4)  # liaison, group, office member, admin
+    await h.deliver()
+    (order,) = [text_of(m) for m in h.fake.sent_by_bot(OFFICE_MEMBER)]
+    assert order.startswith("🔴 怠政督办单 督〔2026〕1号") and "三单汇总" not in order
+    assert TARGET_NAME in order and TARGET_USCC in order and "责任人：张三" in order
+    assert "请于 2026年3月9日（周一） 前办结" in order and "抄送：协调办" in order
+    (liaison,) = [text_of(m) for m in h.fake.sent_by_bot(LIAISON)]
+    assert liaison == order
+    (group,) = [text_of(m) for m in h.fake.sent_by_bot(DEPARTMENT_GROUP)]
+    assert group.startswith("🔴 怠政督办单 督〔2026〕1号") and "督办期限：2026年3月9日" in group
+    assert TARGET_NAME not in group and TARGET_USCC not in group and "张三" not in group
+    async with h.services.db.read() as session:
+        notice = (await session.exec(select(Notice))).one()
+    assert (notice.seq, notice.deadline) == (1, date(2026, 3, 9))
+
+    at(clock, beijing(2026, 3, 3, 9))
+    await open_many(h.services.db, clock, 2, date(2026, 3, 2))
+    await sweep(h.services.db, clock, settings)
+    await h.deliver()
+    digest = text_of(h.fake.last_bot_message(OFFICE_MEMBER))
+    assert "三单汇总" in digest and "怠政督办单 2 份" in digest
+    assert "督〔2026〕2号" in digest and "督〔2026〕3号" in digest
+    assert len(h.fake.sent_by_bot(OFFICE_MEMBER)) == 2
 
 
 async def test_typed_reason_and_a_second_press(harness: Harness, settings: Settings) -> None:

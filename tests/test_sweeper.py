@@ -310,9 +310,12 @@ async def test_full_ladder_reaches_the_right_people(
     assert set(sent) == {ZHANG, LIAISON}  # the responsible inspector, copied to the liaison
     assert "懒政提醒单" in sent[ZHANG][0] and TARGET_NAME in sent[ZHANG][0]
     assert "2026年3月4日" in sent[ZHANG][0]
-    (copy,) = sent[LIAISON]  # the liaison's copy: the digest of this sweep, one line here
-    assert "三单汇总" in copy and "懒政提醒单 1 份" in copy
-    assert TARGET_NAME in copy and "张三" in copy and "2026年3月4日" in copy
+    # The liaison's copy: alone in this sweep, so the reminder itself, not a one-line digest.
+    (copy,) = sent[LIAISON]
+    assert copy.startswith("⏰ <b>懒政提醒单</b>（抄送）") and "三单汇总" not in copy
+    assert TARGET_NAME in copy and "责任人：张三" in copy and "期限：2026年3月4日" in copy
+    assert "本提醒已发给责任人" in copy
+    assert "本提醒已发给责任人" not in sent[ZHANG][0] and "（抄送）" not in sent[ZHANG][0]
 
     at(clock, beijing(2026, 3, 4, 18))  # the deadline day itself: nothing yet
     assert (await sweep(db, clock, settings)).due == 0
@@ -321,11 +324,13 @@ async def test_full_ladder_reaches_the_right_people(
     report = await sweep(db, clock, settings)
     assert report.supervisions == 1
     sent = await outbox(db)
-    order = sent[LIAISON][-1]  # in the liaison's digest, with the target
-    assert "督〔2026〕1号" in order and TARGET_NAME in order and "2026年3月12日" in order
-    group = sent[DEPARTMENT_GROUP][0]
-    assert "督〔2026〕1号" in group and TARGET_NAME not in group and TARGET_USCC not in group
-    assert "张三" not in group and "督办期限：2026年3月12日" in group
+    order = sent[LIAISON][-1]  # the order itself (the only one), with the target
+    assert order.startswith("🔴 <b>怠政督办单</b> 督〔2026〕1号") and TARGET_NAME in order
+    assert "督办期限：2026年3月12日" in order and "三单汇总" not in order
+    group = sent[DEPARTMENT_GROUP][0]  # the group card: no target, no person
+    assert group.startswith("🔴 <b>怠政督办单</b> 督〔2026〕1号") and "三单汇总" not in group
+    assert TARGET_NAME not in group and TARGET_USCC not in group
+    assert "张三" not in group and "督办期限：<b>2026年3月12日" in group
     assert sent[OFFICE_GROUP][0] == group  # copied to the office group, no target details
     assert ZHANG not in sent or len(sent[ZHANG]) == 1
 
@@ -536,14 +541,18 @@ async def test_two_sweepers_at_once_issue_one_notice_each(
         queued = list(await session.exec(select(OutboxMessage)))
     # A review is the liaison's own duty: each order to them on its own; the department and
     # office groups have them in digests, one per batch (how many batches each sweeper got
-    # is up to the race), and every order in exactly one digest of each group.
+    # is up to the race; a batch of one order gives its group card instead), and every order
+    # in exactly one digest or card of each group.
     own = [m for m in queued if m.chat_id == LIAISON]
     assert len(own) == 40 and all(m.idem_key.startswith("notice:supervision:") for m in own)
     assert sum(r.messages for r in reports) == len(queued) == 40 + sum(r.digests for r in reports)
     for group in (DEPARTMENT_GROUP, OFFICE_GROUP):
-        digests = [m for m in queued if m.chat_id == group]
-        assert all(m.idem_key.startswith("notice:digest:") for m in digests)
-        listed = [n for m in digests for n in re.findall(r"督〔2026〕(\d+)号", m.text)]
+        copies = [m for m in queued if m.chat_id == group]
+        for m in copies:
+            single = len(re.findall(r"督〔2026〕(\d+)号", m.text)) == 1
+            kind = "notice:supervision:" if single else "notice:digest:"
+            assert m.idem_key.startswith(kind)
+        listed = [n for m in copies for n in re.findall(r"督〔2026〕(\d+)号", m.text)]
         assert sorted(int(n) for n in listed) == list(range(1, 41))
 
 
