@@ -401,10 +401,16 @@ def invite(
             )
             return 2
         typer.echo(
-            render_plain("invites/issued.j2", issued=issued, username=username, request=request)
+            render_plain(
+                "invites/issued.j2",
+                issued=issued,
+                username=username,
+                request=request,
+                tz=settings.timezone,
+            )
         )
         if out is not None:
-            write_invites(issued, username, out)
+            write_invites(issued, username, out, settings.timezone)
             typer.echo(text("cli.invites_written", path=out))
         return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from openpyxl import Workbook
 from openpyxl.styles import Font
 
+from bot.clock import to_local
 from bot.people import IssuedInvite, invite_link
 from bot.render import text
 from storage.models import Role
@@ -48,7 +49,8 @@ def parse_invite_args(args: str) -> InviteRequest | None:
     return InviteRequest(role, rest[0] if rest else None)
 
 
-def write_invites(issued: list[IssuedInvite], bot_username: str, out: Path) -> Path:
+def write_invites(issued: list[IssuedInvite], bot_username: str, out: Path, tz: str) -> Path:
+    """The invite list as .xlsx; expiry in the office's time zone."""
     workbook = Workbook()
     sheet = workbook.active
     assert sheet is not None
@@ -64,7 +66,7 @@ def write_invites(issued: list[IssuedInvite], bot_username: str, out: Path) -> P
                 text(f"role.{invite.role}"),
                 invite.department_name or "",
                 invite_link(bot_username, invite.code),
-                invite.expires_at.strftime("%Y-%m-%d %H:%M"),
+                to_local(invite.expires_at, tz).strftime("%Y-%m-%d %H:%M"),
             ]
         )
     for letter, width in zip("ABCDE", (14, 14, 24, 60, 18), strict=True):

@@ -8,12 +8,15 @@ same environment (`text("button.cancel")`).
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
+
+from bot.clock import to_local
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -33,8 +36,13 @@ def environment() -> Environment:
     return env
 
 
-def _format_datetime(value: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    return "" if value is None else str(value.strftime(fmt))
+def _format_datetime(value: Any, fmt: str = "%Y-%m-%d %H:%M", tz: str | None = None) -> str:
+    """A moment as people read it: in the office's time zone when one is given."""
+    if value is None:
+        return ""
+    if tz is not None and isinstance(value, datetime) and value.tzinfo is not None:
+        value = to_local(value, tz)
+    return str(value.strftime(fmt))
 
 
 def render(name: str, /, **context: Any) -> str:

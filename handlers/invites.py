@@ -40,9 +40,20 @@ async def invite(
         return
     me = await bot.me()
     username = me.username or ""
-    summary = render("invites/issued.j2", issued=issued, username=username, request=request)
+    summary = render(
+        "invites/issued.j2",
+        issued=issued,
+        username=username,
+        request=request,
+        tz=services.settings.timezone,
+    )
     with tempfile.TemporaryDirectory(prefix="dsr-invite-") as folder:
-        path = write_invites(issued, username, Path(folder) / render("invites/file_name.j2"))
+        path = write_invites(
+            issued,
+            username,
+            Path(folder) / render("invites/file_name.j2"),
+            services.settings.timezone,
+        )
         document = FSInputFile(path, filename=path.name)
         # Codes are secrets: they go to the office member privately, never to a group.
         try:

@@ -106,6 +106,8 @@ async def test_invites_file_lists_every_link(harness: Harness) -> None:
     rows = list(sheet.iter_rows(values_only=True))
     assert rows[0][:2] == ("姓名", "角色") and len(rows) == 3
     assert all(LINK.fullmatch(str(r[3])) for r in rows[1:])
+    # Issued at 09:00 Beijing time, valid 14 days: the office reads its own clock, not UTC.
+    assert rows[0][4] == "有效期至" and {r[4] for r in rows[1:]} == {"2026-03-16 09:00"}
 
 
 async def test_help_depends_on_role(harness: Harness) -> None:
