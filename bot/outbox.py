@@ -6,7 +6,9 @@ tap, a second sweeper) never queues the same message twice.
 
 ``enqueue`` queues one message; ``enqueue_many`` queues many in a few statements (the sweeper
 queues thousands at once). Both build their rows with ``_row`` and insert them with the same
-statement, so the two cannot drift apart.
+statement, so the two cannot drift apart. ``enqueue_edit`` queues an edit of a message queued
+earlier (named by its key): new text, and the keyboard replaced or removed. ``_row`` alone
+decides a row's method; the sender resolves the earlier message when the edit's turn comes.
 
 Direct answers to the person who just acted (the reply to their command, a dialog editing its
 own message) are sent by the handler itself: they are the response to that update, and the
@@ -21,8 +23,9 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, Dialect, Table, bindparam
+from sqlalchemy import JSON, Dialect, Table, bindparam, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import OutboxMessage, OutboxStatus
@@ -63,6 +66,14 @@ class Envelope:
     not_before: datetime | None = None
     document: Document | None = None
     notify_department: str | None = None
+    edits: str | None = None
+    """The key of the earlier message this one edits (``enqueue_edit``)."""
+
+
+def _method(message: Envelope) -> str:
+    if message.edits is not None:
+        return "editMessageText" if message.text else "editMessageReplyMarkup"
+    return "sendDocument" if message.document else "sendMessage"
 
 
 def _row(message: Envelope, now: datetime) -> dict[str, Any]:
@@ -72,7 +83,8 @@ def _row(message: Envelope, now: datetime) -> dict[str, Any]:
         "idem_key": message.key,
         "chat_id": message.chat_id,
         "is_group": message.is_group,
-        "method": "sendDocument" if document else "sendMessage",
+        "method": _method(message),
+        "edits_key": message.edits,
         "text": message.text,
         "reply_markup": inline_markup(message.buttons),
         "document_name": document.name if document else None,
@@ -158,10 +170,64 @@ async def enqueue(
     message = Envelope(
         key, chat_id, text, buttons, is_group, not_before, document, notify_department
     )
+    return await _insert(session, message, now)
+
+
+async def _insert(session: AsyncSession, message: Envelope, now: datetime) -> bool:
     connection = await session.connection()
     statement = _statement(connection.dialect)
     values = statement.values(_row(message, now), {})
     result = await connection.exec_driver_sql(statement.sql, values)
+    return bool(result.rowcount)
+
+
+async def enqueue_edit(
+    session: AsyncSession,
+    *,
+    key: str,
+    edits: str,
+    now: datetime,
+    text: str | Callable[[str], str] | None = None,
+    buttons: Keyboard | None = None,
+) -> bool:
+    """Queue an edit of the message queued earlier under the key ``edits``: its text becomes
+    ``text`` (or ``text(earlier text)``; None keeps it) and its keyboard ``buttons`` (None
+    removes it). The edit goes to that message's chat, after it in the chat's order. False
+    when nothing was queued under ``edits`` (nothing to edit) or this edit was queued before.
+
+    The sender waits while the earlier message is unsent, and counts the edit done when that
+    message was given up, or when Telegram says it is unchanged or gone."""
+    earlier = (
+        await session.exec(
+            select(OutboxMessage.chat_id, OutboxMessage.is_group, OutboxMessage.text).where(
+                OutboxMessage.idem_key == edits
+            )
+        )
+    ).first()
+    if earlier is None:
+        return False
+    chat_id, is_group, old_text = earlier
+    new_text = text(old_text) if callable(text) else (text or "")
+    return await _insert(
+        session, Envelope(key, chat_id, new_text, buttons, is_group, edits=edits), now
+    )
+
+
+async def mark_sent(session: AsyncSession, *, key: str, message_id: int, now: datetime) -> bool:
+    """The handler delivered the row queued under ``key`` itself, as its direct answer: record
+    Telegram's message id so later edits find it. Such a row is queued with ``not_before`` a
+    little ahead, so the sender delivers it only if the handler never said it did (its process
+    died, or Telegram refused the answer). False when the sender got to it first."""
+    connection = await session.connection()
+    result = await connection.execute(
+        update(OUTBOX)
+        .where(
+            OUTBOX.c.idem_key == key,
+            OUTBOX.c.status == OutboxStatus.PENDING,
+            or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < now),
+        )
+        .values(status=OutboxStatus.SENT, tg_message_id=message_id, sent_at=now)
+    )
     return bool(result.rowcount)
 
 

@@ -23,12 +23,19 @@ What the sender does with each answer:
   ``requeue_forbidden`` sends everything again once the person opens the bot.
 - 400 and the like (``Rejected``): the message itself is wrong; failed at once.
 - group upgraded to a supergroup (``Moved``): the chat's pending rows follow the new id.
+
+Edits (``bot.outbox.enqueue_edit``) travel like sends, in their chat's order, and name the
+earlier row whose message they change. When an edit's turn comes, ``_edit_target`` looks up
+that row's message id; an edit of a message that was given up (or never queued) is done with
+nothing to do (``skipped``), and so is one Telegram answers "message is not modified" or
+"message to edit not found" (``NothingToEdit``). Every other answer is handled as for a send.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import secrets
@@ -72,6 +79,8 @@ MAX_INLINE_WAIT = 10.0
 """A longer retry_after releases the chat's rows to the database instead of holding them."""
 DELIVERY = "delivery"
 """The feature of the delivery engine's own messages (their idempotency keys' prefix)."""
+EDIT_WAIT = 1.0
+"""Seconds an edit waits before looking again for its unsent target (another chat's row)."""
 FORBIDDEN = "forbidden"
 """Prefix of ``last_error`` for rows that failed with 403 (see ``requeue_forbidden``)."""
 
@@ -103,6 +112,10 @@ class RetryLater(DeliveryError):
     """A network problem or a Telegram server error: try again with backoff."""
 
 
+class NothingToEdit(DeliveryError):
+    """The edit has nothing to do: the message already reads so, or it is gone."""
+
+
 class Moved(DeliveryError):
     """The group became a supergroup with a new id."""
 
@@ -119,11 +132,13 @@ class Outgoing:
     reply_markup: dict[str, Any] | None
     document_name: str | None
     document: bytes | None
+    message_id: int | None = None
+    """For an edit: the message to edit (resolved by the sender when the edit's turn comes)."""
 
 
 class Transport(Protocol):
     async def deliver(self, message: Outgoing) -> int:
-        """Send; return Telegram's message id, or raise a ``DeliveryError``."""
+        """Send (or edit); return Telegram's message id, or raise a ``DeliveryError``."""
         ...
 
 
@@ -416,6 +431,8 @@ class _Row:
     throttled: int
     outgoing: Outgoing
     claim_until: datetime
+    edits: str | None = None
+    """An edit's target: the key of the row whose message it edits."""
 
 
 @dataclass(frozen=True)
@@ -428,6 +445,8 @@ class _Done:
     error: str | None = None
     gave_up: bool = False
     """Failed after ``MAX_ATTEMPTS`` tries that may succeed another time (network, 429s)."""
+    skipped: bool = False
+    """An edit with nothing to do; ``error`` says why."""
 
 
 @dataclass
@@ -445,6 +464,7 @@ class SenderStats:
     retried: int = 0
     failed: int = 0
     forbidden: int = 0
+    skipped: int = 0
 
 
 class Sender:
@@ -481,6 +501,9 @@ class Sender:
         self._held: dict[int, _Row] = {}
         self._lanes: dict[int, _Lane] = {}
         self._results: list[_Done] = []
+        self._unrecorded: dict[str, int | None] = {}
+        """Results not yet recorded, by key (the message id; None when it failed): an edit may
+        name one of these rows."""
         self._has_results = asyncio.Event()
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()  # claims and releases: keeps each chat's rows in order
@@ -667,6 +690,7 @@ class Sender:
                 t.c.notify_department,
                 t.c.attempts,
                 t.c.throttled,
+                t.c.edits_key,
             )
         )
         async with self.db.session() as session:
@@ -684,6 +708,7 @@ class Sender:
                         r.chat_id, r.method, r.text, r.reply_markup, r.document_name, r.document
                     ),
                     claim_until=until,
+                    edits=r.edits_key,
                 )
                 for r in (await connection.execute(claim)).all()
             ]
@@ -789,11 +814,21 @@ class Sender:
                 self._held.pop(held.id, None)
             lane.queue.clear()
             return
+        outgoing = row.outgoing
+        if row.edits is not None:
+            unsent, target = await self._edit_target(row.edits)
+            if unsent:
+                await self._reschedule(lane, row, EDIT_WAIT, error=f"waiting for {row.edits}")
+                return
+            if target is None:
+                self._skip(lane, f"nothing to edit: {row.edits} was not delivered")
+                return
+            outgoing = dataclasses.replace(outgoing, message_id=target)
         own_idle = await self.limiter.turn(lane.chat_id, row.is_group)
         lane.sending = True
         try:
             try:
-                message_id = await self.transport.deliver(row.outgoing)
+                message_id = await self.transport.deliver(outgoing)
             finally:
                 self.limiter.sent(lane.chat_id)
         except Throttled as error:
@@ -809,6 +844,9 @@ class Sender:
             row.attempts += 1
             self.stats.failed += 1
             self._finish(lane.queue.popleft(), error=f"rejected: {error}")
+        except NothingToEdit as error:
+            row.attempts += 1
+            self._skip(lane, f"not edited: {error}")
         except Moved as error:
             await self._moved(lane, error.chat_id)
         except asyncio.CancelledError:
@@ -823,6 +861,31 @@ class Sender:
             self._finish(lane.queue.popleft(), message_id=message_id)
         finally:
             lane.sending = False
+
+    async def _edit_target(self, key: str) -> tuple[bool, int | None]:
+        """(whether the row ``key`` is still unsent, its message id): None when it will never
+        have one (given up, or never queued). In its chat's order that row comes first, so it
+        is normally delivered by now (perhaps by this sender, not yet recorded)."""
+        if key in self._unrecorded:
+            return False, self._unrecorded[key]
+        async with self.db.read() as session:
+            connection = await session.connection()
+            found = (
+                await connection.execute(
+                    core_select(OUTBOX.c.status, OUTBOX.c.tg_message_id).where(
+                        OUTBOX.c.idem_key == key
+                    )
+                )
+            ).first()
+        if found is None:
+            return False, None
+        status, message_id = found
+        return status == OutboxStatus.PENDING, message_id if status == OutboxStatus.SENT else None
+
+    def _skip(self, lane: _Lane, reason: str) -> None:
+        log.info("outbox row %s: %s", lane.queue[0].id, reason)
+        self.stats.skipped += 1
+        self._finish(lane.queue.popleft(), error=reason, skipped=True)
 
     async def _throttled(
         self, lane: _Lane, row: _Row, seconds: float, *, chat_was_idle: bool
@@ -914,8 +977,10 @@ class Sender:
         message_id: int | None = None,
         error: str | None = None,
         gave_up: bool = False,
+        skipped: bool = False,
     ) -> None:
-        self._results.append(_Done(row, self.clock.now(), message_id, error, gave_up))
+        self._unrecorded[row.key] = message_id
+        self._results.append(_Done(row, self.clock.now(), message_id, error, gave_up, skipped))
         self._has_results.set()
 
     async def _flush_loop(self) -> None:
@@ -948,6 +1013,7 @@ class Sender:
                     raise
                 for done in batch:
                     self._held.pop(done.row.id, None)
+                    self._unrecorded.pop(done.row.key, None)
                 self._changed.set()
                 if not everything:
                     break
@@ -964,7 +1030,8 @@ class Sender:
             for done in batch
             if done.message_id is not None
         ]
-        failed = [done for done in batch if done.message_id is None]
+        failed = [done for done in batch if done.message_id is None and not done.skipped]
+        skipped = [done for done in batch if done.skipped]
         async with self.db.session() as session:
             connection = await session.connection()
             if sent:
@@ -991,6 +1058,19 @@ class Sender:
                         attempts=done.row.attempts,
                         throttled=done.row.throttled,
                         last_error=done.error,
+                        claimed_until=None,
+                    )
+                )
+            for done in skipped:
+                await connection.execute(
+                    update(OUTBOX)
+                    .where(OUTBOX.c.id == done.row.id)
+                    .values(
+                        status=OutboxStatus.SKIPPED,
+                        attempts=done.row.attempts,
+                        throttled=done.row.throttled,
+                        last_error=done.error,
+                        sent_at=done.at,
                         claimed_until=None,
                     )
                 )

@@ -20,9 +20,21 @@ from aiogram.exceptions import (
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup
 
-from bot.sender import Forbidden, Moved, Outgoing, Rejected, RetryLater, Throttled
+from bot.sender import (
+    Forbidden,
+    Moved,
+    NothingToEdit,
+    Outgoing,
+    Rejected,
+    RetryLater,
+    Throttled,
+)
 
 __all__ = ["AiogramTransport", "CallbackData"]
+
+NOTHING_TO_EDIT = ("message is not modified", "message to edit not found")
+"""Telegram's answers to an edit that has nothing to do (the text is already so, or the message
+was deleted): the edit is done."""
 
 
 class AiogramTransport:
@@ -38,6 +50,8 @@ class AiogramTransport:
             else None
         )
         try:
+            if message.message_id is not None:
+                return await self._edit(message, message.message_id, markup)
             if message.method == "sendDocument" and message.document is not None:
                 sent = await self.bot.send_document(
                     message.chat_id,
@@ -56,12 +70,31 @@ class AiogramTransport:
         except TelegramMigrateToChat as error:
             raise Moved(error.migrate_to_chat_id) from error
         except (TelegramBadRequest, TelegramNotFound, TelegramEntityTooLarge) as error:
+            if message.message_id is not None and any(
+                reason in error.message for reason in NOTHING_TO_EDIT
+            ):
+                raise NothingToEdit(error.message) from error
             raise Rejected(error.message) from error
         except TelegramAPIError as error:
             # Network errors, 5xx, and 401/409 that an operator must fix: none is this message's
             # fault, so it waits (with backoff) instead of being dropped.
             raise RetryLater(error.message) from error
         return sent.message_id
+
+    async def _edit(
+        self, message: Outgoing, message_id: int, markup: InlineKeyboardMarkup | None
+    ) -> int:
+        """editMessageText, or editMessageReplyMarkup for a row without text; a markup of None
+        removes the keyboard."""
+        if message.method == "editMessageReplyMarkup":
+            await self.bot.edit_message_reply_markup(
+                chat_id=message.chat_id, message_id=message_id, reply_markup=markup
+            )
+        else:
+            await self.bot.edit_message_text(
+                message.text, chat_id=message.chat_id, message_id=message_id, reply_markup=markup
+            )
+        return message_id
 
 
 # --- issue 4: assignments, recusal, results, co-signature, review, follow-up, transfer -------

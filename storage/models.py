@@ -382,6 +382,7 @@ class OutboxStatus(StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"  # gave up (403, or too many attempts)
+    SKIPPED = "skipped"  # an edit with nothing to do: see `last_error` for why
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -393,7 +394,10 @@ class OutboxMessage(SQLModel, table=True):
     idem_key: str = Field(max_length=200, unique=True)
     chat_id: int = Field(sa_type=BigInteger, index=True)
     is_group: bool = False
-    method: str = Field(default="sendMessage", max_length=32)  # sendMessage | sendDocument
+    # sendMessage | sendDocument | editMessageText | editMessageReplyMarkup
+    method: str = Field(default="sendMessage", max_length=32)
+    # An edit's target: the idempotency key of the earlier row whose message it edits.
+    edits_key: str | None = Field(default=None, max_length=200)
     text: str = Field(sa_column=Column(Text, nullable=False))
     reply_markup: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     document_name: str | None = Field(default=None, max_length=200)
