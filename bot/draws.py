@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -35,7 +35,7 @@ from bot.assignments import announce_assignments
 from bot.dossier import DEFAULT_TIMEZONE, inspector_chats
 from bot.draw import Candidate, DrawParams, DrawRecord, Mode, Policy
 from bot.duties import DutySpec, cancel_duties, open_duties
-from bot.outbox import Envelope, Keyboard, enqueue, enqueue_many
+from bot.outbox import Envelope, Keyboard, enqueue, enqueue_edit, enqueue_many, mark_sent
 from bot.render import render, text
 from bot.tasks import TaskProblem, mode_of, percent
 from bot.telegram import AssignmentCb, DrawCb
@@ -631,6 +631,8 @@ class Commitment:
     excluded: dict[str, int]
     warnings: list[str]
     office_chats: list[int]
+    reply: str | None = None
+    """The commitment as the caller shows it in ``reply_chat`` (then ``commitment_shown``)."""
 
 
 def _strata_preview(cands: Sequence[Candidate], params: DrawParams) -> list[StratumLine]:
@@ -664,11 +666,15 @@ async def commit_draw(
     mode: str | None = None,
     post_to_office: bool = True,
     with_buttons: bool = True,
+    reply_chat: int | None = None,
 ) -> Commitment:
     """Step 1: fix the candidates and a secret seed; publish the commitment sha256(seed).
 
     The office group gets the commitment (with 执行抽取/放弃 when it came from chat) unless
-    the caller already shows it there (`post_to_office=False`).
+    the caller already shows it there (`post_to_office=False`). A caller that answers in chat
+    names it (`reply_chat`): the answer (`Commitment.reply`) is queued too, as a direct answer
+    the caller sends itself (`commitment_shown`), so that every copy can lose its buttons once
+    the draw is executed, abandoned or voided (`_retire_commitment`).
     """
     task = await _task(session, task_id)
     assert task.id is not None
@@ -698,6 +704,10 @@ async def commit_draw(
             size=task.group_size,
             mode=text(f"draw.mode.{chosen.value}"),
         )
+    office = await office_chats(session)
+    copies = [reply_chat] if reply_chat is not None else []
+    if post_to_office:
+        copies += [chat for chat in office if chat != reply_chat]
     seed = dsr.new_seed()
     strata = _strata_preview(cands.candidates, params)
     digest = dsr.keys_digest(cands.keys())
@@ -730,6 +740,8 @@ async def commit_draw(
             "pool_size": len(members),
             "pool_digest": pdigest,
             "excluded": dict(cands.excluded),
+            # Not published: the chats whose copy of the commitment has buttons to retire.
+            "copies": copies,
         },
     )
     session.add(draw)
@@ -747,7 +759,7 @@ async def commit_draw(
         empty=[s.label for s in strata if s.count == 0],
         excluded=dict(cands.excluded),
         warnings=warnings,
-        office_chats=await office_chats(session),
+        office_chats=office,
     )
     await record(
         session,
@@ -764,18 +776,64 @@ async def commit_draw(
             "mode": chosen.value,
         },
     )
-    if post_to_office:
-        for chat in view.office_chats:
-            await enqueue(
-                session,
-                key=f"draws:commit:{draw.id}:{chat}",
-                chat_id=chat,
-                is_group=True,
-                text=render("draws/commitment.j2", c=view, note=None),
-                buttons=commitment_buttons(draw.id) if with_buttons else None,
-                now=now,
-            )
+    buttons = commitment_buttons(draw.id) if with_buttons else None
+    for chat in copies:
+        note = None
+        if chat not in office:  # privately: say whether the group has it too
+            note = text("draw.note.posted" if office else "draw.note.no_office_group")
+        body = render("draws/commitment.j2", c=view, note=note)
+        if chat == reply_chat:
+            view.reply = body
+        await enqueue(
+            session,
+            key=_copy_key(draw.id, chat),
+            chat_id=chat,
+            is_group=chat in office,
+            text=body,
+            buttons=buttons,
+            # The caller sends this one itself; the outbox only if it never says it did.
+            not_before=now + SHOWN_WITHIN if chat == reply_chat else None,
+            now=now,
+        )
     return view
+
+
+SHOWN_WITHIN = timedelta(seconds=60)
+"""How long the outbox leaves a commitment's direct answer to the handler that shows it."""
+
+
+def _copy_key(draw_id: int, chat: int) -> str:
+    return f"draws:commit:{draw_id}:{chat}"
+
+
+async def commitment_shown(
+    session: AsyncSession, *, draw_id: int, chat_id: int, message_id: int, now: datetime
+) -> bool:
+    """The caller showed the commitment in `reply_chat` as message `message_id`."""
+    return await mark_sent(session, key=_copy_key(draw_id, chat_id), message_id=message_id, now=now)
+
+
+async def _retire_commitment(
+    session: AsyncSession, draw: Draw, *, now: datetime, shown_in: int | None
+) -> None:
+    """Every copy of the commitment loses its 执行抽取/放弃 and says what became of the draw
+    (已执行 / 已放弃 / 已作废), through the outbox, in the transaction that changed it. The copy
+    in `shown_in` is the one whose button was pressed: its handler edits it itself."""
+    assert draw.id is not None
+    line = text(f"draw_copy.{draw.status}", draw_id=draw.id)
+    chats = draw.announced.get("copies")
+    if chats is None:  # committed before the copies were remembered
+        chats = await office_chats(session)
+    for chat in chats:
+        if chat == shown_in:
+            continue
+        await enqueue_edit(
+            session,
+            key=f"draws:commit_{draw.status}:{draw.id}:{chat}",
+            edits=_copy_key(draw.id, chat),
+            text=lambda old: f"{old}\n\n{line}",
+            now=now,
+        )
 
 
 # --- step 2: the execution ---------------------------------------------------------------------
@@ -867,8 +925,10 @@ async def execute_draw(
     detail_chat: int | None = None,
     tz: str = DEFAULT_TIMEZONE,
     office_admins: Sequence[int] = (),
+    shown_in: int | None = None,
 ) -> Execution:
-    """Step 2: reveal the seed, draw, create inspections, seats and duties, merge, announce."""
+    """Step 2: reveal the seed, draw, create inspections, seats and duties, merge, announce.
+    `shown_in`: the chat whose copy of the commitment the caller edits itself."""
     draw = await _claim(session, draw_id, now=now)
     task = await _task(session, draw.task_id)
     assert task.id is not None and draw.id is not None
@@ -888,6 +948,7 @@ async def execute_draw(
         draw.void_reason = text("draw.drift_reason")
         session.add(draw)
         view.drifted = True
+        await _retire_commitment(session, draw, now=now, shown_in=shown_in)
         await record(
             session,
             actor=actor,
@@ -924,6 +985,7 @@ async def execute_draw(
     )
     draw.record = json.loads(rec.to_json())
     session.add(draw)
+    await _retire_commitment(session, draw, now=now, shown_in=shown_in)
     task.status = TaskStatus.DRAWN
     task.updated_at = now
     session.add(task)
@@ -1571,8 +1633,10 @@ async def abandon_draw(
     now: datetime,
     reason: str = "",
     announce: bool = True,
+    shown_in: int | None = None,
 ) -> Abandoned:
-    """放弃: a committed draw is never executed; its seed stays unused and unpublished."""
+    """放弃: a committed draw is never executed; its seed stays unused and unpublished.
+    `shown_in`: the chat whose copy of the commitment the caller edits itself."""
     await _draw(session, draw_id)
     result = await session.exec(
         update(Draw)
@@ -1587,6 +1651,7 @@ async def abandon_draw(
     draw = await _draw(session, draw_id)
     if not result.rowcount:
         raise DrawProblem(f"status_{draw.status}", draw_id=draw_id)
+    await _retire_commitment(session, draw, now=now, shown_in=shown_in)
     task = await _task(session, draw.task_id)
     assert task.id is not None
     out = Abandoned(draw_id, task.id, task.name, reason)
@@ -1667,6 +1732,8 @@ async def void_draw(
     )
     if not result.rowcount:
         raise DrawProblem("status_voided", draw_id=draw_id)
+    draw = await _draw(session, draw_id)
+    await _retire_commitment(session, draw, now=now, shown_in=None)
     out = Voided(draw_id, task.id, task.name, DrawStatus.VOIDED, reason)
     notices: list[tuple[int, int]] = []  # (inspector_id, inspection_id)
     for inspection in touched:

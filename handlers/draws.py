@@ -26,6 +26,7 @@ from bot.draws import (
     abandon_draw,
     commit_draw,
     commitment_buttons,
+    commitment_shown,
     draw_state,
     execute_draw,
     merge_draw,
@@ -90,17 +91,23 @@ async def draw(
             mode=mode,
             # Typed in the office group, this reply is the announcement itself.
             post_to_office=place == "private",
+            reply_chat=message.chat.id,
         ),
     )
-    if commitment is None:
+    if commitment is None or commitment.reply is None:
         return
-    note = None
-    if place == "private":
-        note = text("draw.note.posted" if commitment.office_chats else "draw.note.no_office_group")
-    await message.answer(
-        render("draws/commitment.j2", c=commitment, note=note),
-        reply_markup=_markup(commitment_buttons(commitment.draw_id)),
+    shown = await message.answer(
+        commitment.reply, reply_markup=_markup(commitment_buttons(commitment.draw_id))
     )
+    # The outbox can now retire this copy's buttons with the others'.
+    async with services.db.session() as session:
+        await commitment_shown(
+            session,
+            draw_id=commitment.draw_id,
+            chat_id=message.chat.id,
+            message_id=shown.message_id,
+            now=services.clock.now(),
+        )
 
 
 def _markup(rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup:
@@ -126,6 +133,7 @@ async def run_or_drop(
 ) -> None:
     """执行抽取 (step 2: reveal the seed, draw, announce) or 放弃 a committed draw."""
     actor = f"tg:{identity.tg_user_id}"
+    shown_in = callback.message.chat.id if isinstance(callback.message, Message) else None
     in_office = False
     async with services.db.read() as session:
         if isinstance(callback.message, Message) and callback.message.chat.type != "private":
@@ -144,6 +152,7 @@ async def run_or_drop(
                     actor=actor,
                     now=services.clock.now(),
                     announce=not in_office,
+                    shown_in=shown_in,
                 )
         except DrawProblem as problem:
             await callback.answer(problem.message(), show_alert=True)
@@ -163,6 +172,7 @@ async def run_or_drop(
                 detail_chat=identity.tg_user_id,
                 tz=services.settings.timezone,
                 office_admins=services.settings.office_admins,
+                shown_in=shown_in,
             )
     except DrawProblem as problem:  # the other button, or another office member, was faster
         if isinstance(callback.message, Message):

@@ -22,7 +22,17 @@ from bot.draws import commit_draw, verify_text
 from bot.fakeapi import StoredMessage
 from bot.tasks import create_task
 from bot.telegram import DrawCb, TaskCb
-from storage.models import Draw, DrawStatus, Inspection, Person, Role, RoleGrant, Target, Task
+from storage.models import (
+    Draw,
+    DrawStatus,
+    Inspection,
+    OutboxMessage,
+    Person,
+    Role,
+    RoleGrant,
+    Target,
+    Task,
+)
 from tests.harness import OFFICE, Harness, text_of, unique, unique_text
 from tests.test_draws import (
     OFFICE_CHAT,
@@ -256,6 +266,11 @@ async def test_commitment_from_private_chat_and_abandon(harness: Harness) -> Non
     assert "已放弃" in text_of(dropped)
     stale = await press(h, OFFICE, private, "执行抽取")
     assert "已经放弃" in str(answer(h)["text"]) and "异地交叉" in text_of(stale)
+    # The outbox retires the private copy's buttons too.
+    await h.deliver()
+    retired = h.fake.message(OFFICE, private.message_id)
+    assert retired.button_texts() == [] and "已放弃：抽取 #1" in text_of(retired)
+    assert "异地交叉" in text_of(retired)  # the commitment is still there to read
     assert "看不懂" in unique_text(await h.send(OFFICE, "/draw 1 乱写"))
     assert "协调办工作群或私聊" in unique_text(await h.send(OFFICE, "/draw 1", SJJ_CHAT))
     # Absurd numbers, typed or forged into a button, are unknown, not a crash.
@@ -268,6 +283,47 @@ async def test_commitment_from_private_chat_and_abandon(harness: Harness) -> Non
     forged = DrawCb(act="list", draw_id=1, n=7).pack()
     await h.feed(h.fake.press_button(LIAISON_SJJ, posted, forged, check_keyboard=False))
     assert "过期" in str(answer(h)["text"])
+
+
+async def test_executed_privately_the_group_copy_loses_its_buttons(harness: Harness) -> None:
+    h = harness
+    await world(h)
+    async with h.services.db.session() as session:
+        await create_task(session, spec(), actor="test", now=h.services.clock.now(), today=TODAY)
+    private = unique(await h.send(OFFICE, "/draw 1"))
+    await h.deliver()
+    posted = h.fake.last_bot_message(OFFICE_CHAT)
+    assert posted.button_texts() == ["执行抽取", "放弃"]
+    executed = await press(h, OFFICE, private, "执行抽取")
+    assert "已执行" in text_of(executed) and executed.button_texts() == []
+    await h.deliver()
+    group_copy = h.fake.message(OFFICE_CHAT, posted.message_id)
+    assert group_copy.button_texts() == [] and "已执行：抽取 #1" in text_of(group_copy)
+    assert "抽取承诺" in text_of(group_copy)
+    # The private copy, edited by the handler, is not edited again by the outbox.
+    assert text_of(h.fake.message(OFFICE, private.message_id)) == text_of(executed)
+    # A stale press (an old client still showing the buttons) gets the clear refusal.
+    replay = DrawCb(act="run", draw_id=1).pack()
+    await h.feed(h.fake.press_button(OFFICE, group_copy, replay, check_keyboard=False))
+    assert "已经执行过了" in str(answer(h)["text"])
+    async with h.services.db.read() as session:
+        rows = {
+            row.idem_key: row
+            for row in await session.exec(
+                select(OutboxMessage).where(col(OutboxMessage.idem_key).startswith("draws:commit"))
+            )
+        }
+    edit = rows[f"draws:commit_executed:1:{OFFICE_CHAT}"]
+    assert edit.status == "sent" and edit.edits_key == f"draws:commit:1:{OFFICE_CHAT}"
+    assert rows[f"draws:commit:1:{OFFICE}"].tg_message_id == private.message_id
+    assert f"draws:commit_executed:1:{OFFICE}" not in rows
+
+    # Voided: every copy says so, the one edited by the handler too.
+    assert "已作废" in unique_text(await h.send(OFFICE, "/void 1 名录有误"))
+    await h.deliver()
+    for chat, message in ((OFFICE_CHAT, posted), (OFFICE, private)):
+        shown = text_of(h.fake.message(chat, message.message_id))
+        assert "已作废：抽取 #1" in shown and "已执行：" not in shown
 
 
 def _run_checker(checker: Path, record: Path) -> subprocess.CompletedProcess[str]:
