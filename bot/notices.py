@@ -28,11 +28,13 @@ never go to a group).
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from functools import lru_cache
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -532,9 +534,9 @@ async def issue(
     """Record the notices, number them, and queue their messages (each notice's own, and one
     digest per copied recipient), in the caller's transaction.
 
-    Rendering thousands of messages is CPU work that needs no database: it runs in a worker
-    thread while the database does ``meanwhile()``, the caller's other writes in this
-    transaction (the sweeper's duty updates; always called, once)."""
+    Rendering thousands of messages is CPU work that needs no database: it runs beside
+    (``_compose_aside``) while the database does ``meanwhile()``, the caller's other writes in
+    this transaction (the sweeper's duty updates; always called, once)."""
     result = Issued()
     if not issues:
         if meanwhile is not None:
@@ -575,9 +577,10 @@ async def issue(
         calendar=calendar,
         today=today,
     )
-    # The worker thread starts after the reads and the insert: their many round trips would
-    # each wait for the interpreter while it renders; ``meanwhile()`` is a few statements.
-    composing = asyncio.ensure_future(asyncio.to_thread(_compose, batch))
+    # Rendering starts after the reads and the insert: in a worker thread, their many round
+    # trips would each wait for the interpreter while it renders; ``meanwhile()`` is a few
+    # statements.
+    composing = asyncio.ensure_future(_compose_aside(batch))
     try:
         if meanwhile is not None:
             await meanwhile()
@@ -674,6 +677,48 @@ _GROUP_TEMPLATES = {
     SUPERVISION: "notices/supervision_group.j2",
     ACCOUNTABILITY: "notices/accountability_group.j2",
 }
+
+
+FORK_AT = 1000
+"""Notices from which a batch's messages are rendered in a forked child process rather than a
+worker thread. A thread shares the interpreter lock with the event loop and the database
+driver's thread, so rendering and the duty updates took turns; a child renders on another
+core. Forking costs a few milliseconds and the messages travel back pickled (~20 ms for a
+morning's 10,000), so small batches stay in a thread."""
+
+
+async def _compose_aside(batch: _Batch) -> tuple[list[Envelope], list[Envelope]]:
+    """``_compose(batch)``, away from the event loop: in a worker thread, or for a big batch in
+    a forked child (it starts with the batch already in memory, and only sends its messages
+    back). A child that fails or dies fails the batch, which then rolls back whole."""
+    if len(batch.issues) < FORK_AT:
+        return await asyncio.to_thread(_compose, batch)
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_compose_in_child, args=(batch, send), daemon=True)
+    child.start()
+    send.close()
+    try:
+        composed = await asyncio.to_thread(receive.recv)
+    except EOFError:
+        raise RuntimeError("the rendering child ended without sending the messages") from None
+    finally:
+        child.kill()  # nothing once it has sent: it is exiting
+        child.join()
+        receive.close()
+    if isinstance(composed, BaseException):
+        raise composed
+    own, copies = composed
+    return own, copies
+
+
+def _compose_in_child(batch: _Batch, out: Connection) -> None:
+    """The child's whole life: render, send the messages (or what stopped it), exit."""
+    try:
+        composed: object = _compose(batch)
+    except Exception as error:  # the parent raises it
+        composed = error
+    out.send(composed)
 
 
 def _compose(batch: _Batch) -> tuple[list[Envelope], list[Envelope]]:

@@ -881,3 +881,48 @@ async def test_a_task_sets_its_own_supervision_deadline(
     assert (await sweep(db, clock, settings)).accountabilities == 1
     at(clock, beijing(2026, 3, 13, 9))
     assert (await sweep(db, clock, settings)).accountabilities == 1
+
+
+async def test_a_big_batch_renders_in_a_child_process(
+    db: Database, clock: FrozenClock, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From ``FORK_AT`` notices a batch's messages are rendered in a forked child: the same
+    messages arrive; a child that fails fails the batch, which queues nothing."""
+    import multiprocessing.context
+
+    import bot.notices
+
+    forks: list[int] = []
+    start = multiprocessing.context.ForkProcess.start
+
+    def counted(process: multiprocessing.context.ForkProcess) -> None:
+        start(process)
+        forks.append(process.pid or 0)
+
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", counted)
+    monkeypatch.setattr(bot.notices, "FORK_AT", 3)
+    await build_world(db, clock.now())
+    await open_many(db, clock, 2, date(2026, 3, 3))  # reminded today
+
+    def broken(_batch: object) -> None:
+        raise ValueError("a template went wrong")
+
+    monkeypatch.setattr(bot.notices, "_compose", broken)
+    await open_many(db, clock, 3, date(2026, 2, 27))  # overdue: 督办
+    with pytest.raises(ValueError, match="a template went wrong"):
+        await sweep(db, clock, settings)
+    assert len(forks) == 1 and await notices(db) == [] and await outbox(db) == {}
+    monkeypatch.undo()
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", counted)
+    monkeypatch.setattr(bot.notices, "FORK_AT", 3)
+
+    report = await sweep(db, clock, settings)
+    assert (report.reminders, report.supervisions) == (2, 3) and len(forks) == 2
+    assert forks[1] not in (0, forks[0])
+    sent = await outbox(db)
+    assert len(sent[ZHANG]) == 2 and all(TARGET_NAME in t for t in sent[ZHANG])
+    (liaison,) = sent[LIAISON]
+    assert "新签发 5 份" in liaison and "督〔2026〕3号" in liaison and TARGET_NAME in liaison
+    (group,) = sent[DEPARTMENT_GROUP]
+    assert "怠政督办单 3 份" in group and TARGET_NAME not in group
+    assert (await sweep(db, clock, settings)).due == 0
