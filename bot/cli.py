@@ -440,7 +440,11 @@ async def _run(settings: Settings) -> None:
     bot = create_bot(settings)
     dispatcher = create_dispatcher(services)
     sender = Sender(
-        db, AiogramTransport(bot), services.clock, limiter=DeliveryLimiter.from_settings(settings)
+        db,
+        AiogramTransport(bot),
+        services.clock,
+        limiter=DeliveryLimiter.from_settings(settings),
+        office_admins=settings.office_admins,
     )
     try:
         me = await bot.me()

@@ -138,7 +138,7 @@ async def running(db: Database, settings: Settings, clock: FrozenClock) -> Async
         bot = create_bot(settings)
         dispatcher = create_dispatcher(services)
         try:
-            sender = Sender(db, AiogramTransport(bot), clock)
+            sender = Sender(db, AiogramTransport(bot), clock, office_admins=settings.office_admins)
             yield Harness(fake, bot, dispatcher, services, sender)
         finally:
             await dispatcher.storage.close()

@@ -306,7 +306,12 @@ async def run_demo(options: DemoOptions) -> AsyncIterator[Demo]:
         dispatcher = create_dispatcher(services)
         transport = AiogramTransport(bot)
         sender = Sender(
-            db, transport, clock, limiter=DeliveryLimiter.from_settings(settings), name="demo"
+            db,
+            transport,
+            clock,
+            limiter=DeliveryLimiter.from_settings(settings),
+            name="demo",
+            office_admins=settings.office_admins,
         )
         background = Background(sender, periodic_jobs(services), idle=settings.sender_idle_s)
         demo = Demo(
@@ -319,7 +324,9 @@ async def run_demo(options: DemoOptions) -> AsyncIterator[Demo]:
             bot=bot,
             dispatcher=dispatcher,
             background=background,
-            drainer=Sender(db, transport, clock, name="demo-now"),
+            drainer=Sender(
+                db, transport, clock, name="demo-now", office_admins=settings.office_admins
+            ),
             base_url=base_url,
             generated=generated,
         )
