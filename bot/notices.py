@@ -580,18 +580,21 @@ async def issue(
     # Rendering starts after the reads and the insert: in a worker thread, their many round
     # trips would each wait for the interpreter while it renders; ``meanwhile()`` is a few
     # statements.
-    composing = asyncio.ensure_future(_compose_aside(batch))
+    # The messages arrive in parts (``_Part``), queued as they come while the rest renders.
+    parts: asyncio.Queue[_Part | None] = asyncio.Queue()
+    composing = asyncio.ensure_future(_compose_aside(batch, parts))
     try:
         if meanwhile is not None:
             await meanwhile()
+        while (part := await parts.get()) is not None:
+            await enqueue_many(session, part.messages, now=now)
+            result.messages += len(part.messages)
+            result.digests += len(part.messages) if part.copies else 0
     finally:
-        own, copies = await composing
-    await enqueue_many(session, [*own, *copies], now=now)
+        await composing  # what stopped the rendering, if anything did
     result.reminders = sum(1 for i in issues if i.kind == REMINDER)
     result.supervisions = sum(1 for i in issues if i.kind == SUPERVISION)
     result.accountabilities = sum(1 for i in issues if i.kind == ACCOUNTABILITY)
-    result.messages = len(own) + len(copies)
-    result.digests = len(copies)
     return result
 
 
@@ -687,43 +690,61 @@ core. Forking costs a few milliseconds and the messages travel back pickled (~20
 morning's 10,000), so small batches stay in a thread."""
 
 
-async def _compose_aside(batch: _Batch) -> tuple[list[Envelope], list[Envelope]]:
-    """``_compose(batch)``, away from the event loop: in a worker thread, or for a big batch in
-    a forked child (it starts with the batch already in memory, and only sends its messages
-    back). A child that fails or dies fails the batch, which then rolls back whole."""
-    if len(batch.issues) < FORK_AT:
-        return await asyncio.to_thread(_compose, batch)
-    context = multiprocessing.get_context("fork")
-    receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_compose_in_child, args=(batch, send), daemon=True)
-    child.start()
-    send.close()
+class _Part(NamedTuple):
+    """Some of a batch's messages, in the order they are queued: the notices' own (several
+    parts of up to ``PART`` messages), then the copies."""
+
+    copies: bool
+    messages: list[Envelope]
+
+
+PART = 2000
+"""Own messages per part: the parent queues a part while the child renders the next."""
+
+
+async def _compose_aside(batch: _Batch, parts: asyncio.Queue[_Part | None]) -> None:
+    """The batch's messages (``_parts``) put on ``parts``, then None, away from the event loop:
+    in a worker thread, or for a big batch in a forked child (it starts with the batch already
+    in memory, and only sends its messages back, part by part). A child that fails or dies fails
+    the batch, which then rolls back whole."""
     try:
-        composed = await asyncio.to_thread(receive.recv)
-    except EOFError:
-        raise RuntimeError("the rendering child ended without sending the messages") from None
+        if len(batch.issues) < FORK_AT:
+            for part in await asyncio.to_thread(lambda: list(_parts(batch))):
+                parts.put_nowait(part)
+            return
+        context = multiprocessing.get_context("fork")
+        receive, send = context.Pipe(duplex=False)
+        child = context.Process(target=_compose_in_child, args=(batch, send), daemon=True)
+        child.start()
+        send.close()
+        try:
+            while (sent := await asyncio.to_thread(receive.recv)) is not None:
+                if isinstance(sent, BaseException):
+                    raise sent
+                parts.put_nowait(sent)
+        except EOFError:
+            raise RuntimeError("the rendering child ended before sending everything") from None
+        finally:
+            child.kill()  # nothing once it has sent all: it is exiting
+            child.join()
+            receive.close()
     finally:
-        child.kill()  # nothing once it has sent: it is exiting
-        child.join()
-        receive.close()
-    if isinstance(composed, BaseException):
-        raise composed
-    own, copies = composed
-    return own, copies
+        parts.put_nowait(None)
 
 
 def _compose_in_child(batch: _Batch, out: Connection) -> None:
-    """The child's whole life: render, send the messages (or what stopped it), exit."""
+    """The child's whole life: render and send the parts, then None (or what stopped it)."""
     try:
-        composed: object = _compose(batch)
+        for part in _parts(batch):
+            out.send(part)
+        out.send(None)
     except Exception as error:  # the parent raises it
-        composed = error
-    out.send(composed)
+        out.send(error)
 
 
-def _compose(batch: _Batch) -> tuple[list[Envelope], list[Envelope]]:
-    """The batch's messages: each notice's own, and the digests. Pure (no database), so it runs
-    in a worker thread."""
+def _parts(batch: _Batch) -> Iterator[_Part]:
+    """The batch's messages, in parts: the own ones as they are rendered, then the copies.
+    Pure (no database), so it runs in a worker thread or a child process."""
     today, calendar, people = batch.today, batch.calendar, batch.people
     year = today.year
     own: list[Envelope] = []
@@ -748,14 +769,17 @@ def _compose(batch: _Batch) -> tuple[list[Envelope], list[Envelope]]:
         to = route(item.kind, duty, subject, people)
         if to.own:
             own.extend(_own_messages(notice, duty, view, to))
+            if len(own) >= PART:
+                yield _Part(False, own)
+                own = []
         for chat in to.copies:
             digests.setdefault(chat, _Digest(chat, False)).entries.append((notice, view))
         if to.group_copies:
             public = view.public()
             for chat in to.group_copies:
                 digests.setdefault(chat, _Digest(chat, True)).entries.append((notice, public))
-    copies = [message for digest in digests.values() for message in _copy_messages(digest, today)]
-    return own, copies
+    yield _Part(False, own)
+    yield _Part(True, [m for digest in digests.values() for m in _copy_messages(digest, today)])
 
 
 def _copy_messages(digest: _Digest, today: date) -> list[Envelope]:

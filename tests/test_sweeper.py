@@ -907,7 +907,7 @@ async def test_a_big_batch_renders_in_a_child_process(
     def broken(_batch: object) -> None:
         raise ValueError("a template went wrong")
 
-    monkeypatch.setattr(bot.notices, "_compose", broken)
+    monkeypatch.setattr(bot.notices, "_parts", broken)
     await open_many(db, clock, 3, date(2026, 2, 27))  # overdue: 督办
     with pytest.raises(ValueError, match="a template went wrong"):
         await sweep(db, clock, settings)
