@@ -303,9 +303,10 @@ async def child(url: str) -> None:
     db = Database(url)
     try:
         # What a running bot has done long before its sweeper's first minute: mapped the
-        # models, read the text catalogue (its commands' descriptions, set at start) and
-        # opened the connection pool.
+        # models, read the text catalogue (its commands' descriptions, set at start), left
+        # SQLite's WAL checkpoint to its own job (bot/scheduler.py) and opened the pool.
         configure_mappers()
+        await db.defer_checkpoints()
         render_text("commands.private.notices")
         async with db.read() as session:
             await session.exec(text("SELECT 1"))  # type: ignore[call-overload]

@@ -35,18 +35,42 @@ class PeriodicJob:
     every: float
     """Seconds between runs."""
     run: Callable[[], Awaitable[object]]
+    at_start: Callable[[], Awaitable[object]] | None = None
+    """Awaited once when the background starts, before any job runs."""
+    at_stop: Callable[[], Awaitable[object]] | None = None
+    """Awaited once at shutdown, after the sender has stopped."""
+
+
+CHECKPOINT_EVERY_S = 10.0
+"""SQLite: seconds between the bot's WAL checkpoints (docs/delivery.md, "The WAL checkpoint")."""
 
 
 def periodic_jobs(services: Services) -> list[PeriodicJob]:
-    """The jobs of the running bot; each one only reads the database to know what is due."""
+    """The jobs of the running bot; each one only reads the database to know what is due.
+
+    On SQLite the bot's commits leave the WAL checkpoint to a job of its own (PASSIVE, every
+    ``CHECKPOINT_EVERY_S`` and at shutdown) instead of running it inside whichever commit
+    crosses SQLite's 1,000 pages, such as a sweep's (docs/delivery.md)."""
     from bot.sweeper import sweep
 
     settings = services.settings
+    db = services.db
 
     async def sweep_now() -> object:
-        return await sweep(services.db, services.clock, settings)
+        return await sweep(db, services.clock, settings)
 
-    return [PeriodicJob("sweeper", settings.sweep_every_s, sweep_now)]
+    jobs = [PeriodicJob("sweeper", settings.sweep_every_s, sweep_now)]
+    if db.dialect == "sqlite":
+        jobs.append(
+            PeriodicJob(
+                "checkpoint",
+                CHECKPOINT_EVERY_S,
+                db.checkpoint,
+                at_start=db.defer_checkpoints,
+                at_stop=db.checkpoint,
+            )
+        )
+    return jobs
 
 
 class Background:
@@ -74,6 +98,9 @@ class Background:
 
     async def start(self) -> None:
         self._stop.clear()
+        for job in self.jobs:
+            if job.at_start is not None:
+                await job.at_start()
         self._sender_task = asyncio.create_task(
             self.sender.run(self._stop, wake=self._wake, idle=self.idle), name="outbox-sender"
         )
@@ -108,6 +135,12 @@ class Background:
         if self._sender_task is not None:
             await self._sender_task
             self._sender_task = None
+        for job in self.jobs:
+            if job.at_stop is not None:
+                try:
+                    await job.at_stop()
+                except Exception:
+                    log.exception("the last run of %s at shutdown failed", job.name)
 
     async def __aenter__(self) -> Background:
         await self.start()

@@ -14,6 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+DEFERRED_CHECKPOINT_PAGES = 100_000
+"""SQLite: the WAL size (pages of 4 KiB: ~400 MB) past which a commit of the running bot still
+checkpoints, as a safety net: its own job checkpoints every few seconds (bot/scheduler.py,
+``Database.defer_checkpoints``; why: docs/delivery.md, "The WAL checkpoint")."""
 
 
 def is_sqlite(url: str) -> bool:
@@ -46,6 +50,7 @@ class Database:
     def __init__(self, url: str, **kwargs: Any) -> None:
         self.url = url
         self.engine = make_engine(url, **kwargs)
+        self._deferred = False
         self._sessions = async_sessionmaker(
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
@@ -71,6 +76,36 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    async def defer_checkpoints(self, pages: int = DEFERRED_CHECKPOINT_PAGES) -> None:
+        """SQLite, for a long-running process that calls ``checkpoint()`` itself (the bot): its
+        commits stop running the WAL checkpoint until the WAL holds ``pages`` pages (SQLite's
+        default is 1,000, which a sweep's commit crosses, paying ~0.2 s for the copy). Other
+        processes keep the default, so a big CLI import cannot grow the WAL unchecked. Pooled
+        connections are closed, so every connection from now on has it."""
+        if self.dialect != "sqlite" or self._deferred:
+            return
+        self._deferred = True
+
+        @event.listens_for(self.engine.sync_engine, "connect")
+        def _autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+            cursor.close()
+
+        await self.engine.dispose()
+
+    async def checkpoint(self) -> tuple[int, int, int] | None:
+        """SQLite: copy the WAL's committed pages into the database file, PASSIVE: without
+        waiting for (or blocking) readers and writers; what it cannot copy now, the next one
+        does. (busy, pages in the WAL, pages copied); None on PostgreSQL."""
+        if self.dialect != "sqlite":
+            return None
+        async with self.engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            found = await auto.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            row: tuple[Any, ...] = tuple(found.one())
+        return int(row[0]), int(row[1]), int(row[2])
 
     async def revision(self) -> str | None:
         """The Alembic revision the database is at (None for a database never migrated)."""
