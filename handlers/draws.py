@@ -13,8 +13,6 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import (
     BufferedInputFile,
     CallbackQuery,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
     Message,
 )
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -39,6 +37,7 @@ from bot.people import Identity
 from bot.render import render, text
 from bot.tasks import TaskProblem, parse_mode
 from bot.telegram import DrawCb
+from handlers.results import edit_in_place, markup
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,7 +96,7 @@ async def draw(
     if commitment is None or commitment.reply is None:
         return
     shown = await message.answer(
-        commitment.reply, reply_markup=_markup(commitment_buttons(commitment.draw_id))
+        commitment.reply, reply_markup=markup(commitment_buttons(commitment.draw_id))
     )
     # The outbox can now retire this copy's buttons with the others'.
     async with services.db.session() as session:
@@ -110,22 +109,9 @@ async def draw(
         )
 
 
-def _markup(rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [InlineKeyboardButton(text=label, callback_data=data) for label, data in row]
-            for row in rows
-        ]
-    )
-
-
 async def _edit(callback: CallbackQuery, body: str) -> None:
     if isinstance(callback.message, Message):
-        try:
-            await callback.message.edit_text(body, reply_markup=None)
-        except TelegramBadRequest as error:
-            if "not modified" not in error.message:
-                raise
+        await edit_in_place(callback.message, body)
 
 
 async def run_or_drop(

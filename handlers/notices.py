@@ -19,8 +19,6 @@ from aiogram.types import (
     CallbackQuery,
     Document,
     ForceReply,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
     Message,
 )
 
@@ -45,7 +43,7 @@ from bot.outbox import Keyboard
 from bot.people import Identity
 from bot.render import render, text
 from bot.telegram import NoticeCb
-from handlers.results import edit_in_place
+from handlers.results import edit_in_place, markup
 from storage.tabular import FileProblem, open_rows
 
 SHOW_LIMIT = 5
@@ -58,17 +56,6 @@ class ReasonDialog(StatesGroup):
 
 class HolidayDialog(StatesGroup):
     waiting_file = State()
-
-
-def _markup(rows: Keyboard | None) -> InlineKeyboardMarkup | None:
-    if not rows:
-        return None
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [InlineKeyboardButton(text=label, callback_data=data) for label, data in row]
-            for row in rows
-        ]
-    )
 
 
 def _is_group(message: Message) -> bool:
@@ -141,7 +128,7 @@ async def notices_list(message: Message, identity: Identity, services: Services)
             total=found.total,
             group=group,
         ),
-        reply_markup=_markup(buttons),
+        reply_markup=markup(buttons),
     )
 
 
@@ -188,7 +175,7 @@ async def choose(callback: CallbackQuery, callback_data: NoticeCb, services: Ser
         rows = reason_buttons(callback_data.notice_id, decision)
         answer = text("notice.answer.pick_reason", decision=DECISION_WORDS[decision])
     if isinstance(callback.message, Message):
-        await callback.message.edit_reply_markup(reply_markup=_markup(rows))
+        await callback.message.edit_reply_markup(reply_markup=markup(rows))
     await callback.answer(answer)
 
 
@@ -201,7 +188,7 @@ async def show(callback: CallbackQuery, callback_data: NoticeCb, services: Servi
     if isinstance(callback.message, Message):
         await callback.message.answer(
             _card(listed, _is_group(callback.message)),
-            reply_markup=_markup(decision_buttons(listed.notice.id)),
+            reply_markup=markup(decision_buttons(listed.notice.id)),
         )
     await callback.answer()
 
