@@ -42,7 +42,6 @@ from jinja2 import Template
 from markupsafe import Markup
 from openpyxl import Workbook
 from sqlalchemy import Table, func, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -53,6 +52,7 @@ from bot.render import environment, has_text, text
 from bot.telegram import NoticeCb
 from bot.workdays import Calendar
 from storage.audit import record
+from storage.db import upsert_insert
 from storage.models import (
     Assignment,
     AssignmentStatus,
@@ -385,16 +385,11 @@ def duty_view(
 # --- numbering ----------------------------------------------------------------------------------
 
 
-def _insert(session: AsyncSession) -> Any:
-    dialect = session.get_bind().dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-
 async def allocate_numbers(session: AsyncSession, kind: str, year: int, count: int) -> int:
     """Reserve ``count`` consecutive numbers; returns the first. The counter row stays locked
     until the transaction ends (a second sweeper waits), and a rollback returns the numbers."""
     statement = (
-        _insert(session)(COUNTER)
+        upsert_insert(session.get_bind().dialect.name)(COUNTER)
         .values(kind=kind, year=year, last=count)
         .on_conflict_do_update(
             index_elements=["kind", "year"], set_={"last": COUNTER.c.last + count}

@@ -24,10 +24,10 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import JSON, Dialect, Table, bindparam, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import upsert_insert
 from storage.models import OutboxMessage, OutboxStatus
 
 Keyboard = list[list[tuple[str, str]]]
@@ -133,7 +133,7 @@ class _Statement:
 
 @lru_cache(maxsize=8)
 def _statement(dialect: Dialect) -> _Statement:
-    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    insert = upsert_insert(dialect.name)
     statement = (
         insert(OUTBOX)
         .values({name: bindparam(name) for name in COLUMNS})

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -41,6 +40,7 @@ from bot.people import Identity
 from bot.render import render, text
 from bot.telegram import CoSignCb, ResultCb, ReviewCb
 from storage.audit import record
+from storage.db import upsert_insert
 from storage.models import (
     LIVE_SEATS,
     Assignment,
@@ -322,9 +322,8 @@ async def _sync_items(
 
 
 async def _insert_ignore(session: AsyncSession, table: object, values: dict[str, object]) -> int:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(**values).on_conflict_do_nothing()  # type: ignore[arg-type]
+    insert = upsert_insert(session.get_bind().dialect.name)
+    statement = insert(table).values(**values).on_conflict_do_nothing()
     outcome = await session.exec(statement)
     return int(outcome.rowcount or 0)
 

@@ -55,7 +55,6 @@ from typing import Any
 
 import sqlmodel
 from sqlalchemy import bindparam, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -77,7 +76,7 @@ from bot.notices import (
 from bot.outbox import enqueue
 from bot.render import render
 from bot.workdays import Calendar
-from storage.db import Database
+from storage.db import Database, upsert_insert
 from storage.models import AppSetting, Draw, DutyStatus, Inspection, Task
 
 log = logging.getLogger(__name__)
@@ -279,8 +278,7 @@ def gc_paused() -> Iterator[None]:
 
 async def _take_turn(session: AsyncSession, now: datetime) -> None:
     """The first write of a batch: serialises sweepers (see the module docstring)."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = upsert_insert(session.get_bind().dialect.name)
     await session.exec(
         insert(_APP_SETTING)
         .values(name=LOCK_NAME, value=now.isoformat())

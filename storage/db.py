@@ -24,6 +24,14 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def upsert_insert(dialect: str) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (PostgreSQL's or SQLite's). Imported here,
+    not at the top: `dsr import` on SQLite never loads the PostgreSQL dialect."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if is_sqlite(url):
         path = url.split(":///", 1)[-1]

@@ -9,10 +9,9 @@ from typing import Any
 from aiogram.fsm.state import State
 from aiogram.fsm.storage.base import BaseStorage, StorageKey
 from sqlalchemy import Table
-from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.clock import Clock
-from storage.db import Database
+from storage.db import Database, upsert_insert
 from storage.models import FsmRecord
 
 StateType = str | State | None
@@ -42,7 +41,7 @@ class DatabaseStorage(BaseStorage):
         """Insert or update the chat's row in one statement: two updates of a chat that has
         no row yet (a double tap, two bot processes) must not both try to insert it."""
         now = self.clock.now()
-        insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+        insert = upsert_insert(self.db.dialect)
         statement = insert(FSM_RECORD).values(key=storage_key(key), updated_at=now, **values)
         async with self.db.session() as session:
             await session.exec(
