@@ -12,11 +12,13 @@ message per recipient per notice made 22,000. A second sweep right after must fi
 (exactly once).
 
     .venv/bin/python -m bench.sweep [--duties N] [--due-ratio R] [--database-url URL]
+        [--sqlite-cache FILE]
 
 SQLite by default (a fresh file); with `--database-url postgresql+asyncpg://…` a throwaway
 database is created next to the one named and dropped afterwards. `sweep_s` is the wall time of
 the `sweep()` call (the process, its imports, the ORM mappers and the connection pool are up
-before it starts, as in the running bot);
+before it starts, and it swept at 20:59 the evening before, when nothing was due, as a running
+bot sweeps every minute);
 peak RSS is the sweeping process's `ru_maxrss` (or its rendering child's, if larger), measured
 from a lean wrapper process. CPU is given for the sweeping process and, apart, for the child it
 forks to render a big batch's messages (bot.notices.FORK_AT). The last line is
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -310,6 +313,10 @@ async def child(url: str) -> None:
         render_text("commands.private.notices")
         async with db.read() as session:
             await session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+        # ... and swept every minute: the last sweep before quiet hours, the evening before,
+        # found nothing due (the sweeps that issued notices in earlier days compiled the rest).
+        evening = await sweep(db, FrozenClock(NOW - timedelta(hours=13, minutes=1)), settings)
+        assert evening.due == 0 and not evening.quiet, evening
         clock = FrozenClock(NOW)
         started, cpu, forked = time.perf_counter(), time.process_time(), _children_cpu()
         report = await sweep(db, clock, settings)
@@ -370,6 +377,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duties", type=int, default=1_000_000)
     parser.add_argument("--due-ratio", type=float, default=0.01)
     parser.add_argument("--database-url", default="sqlite")
+    parser.add_argument(
+        "--sqlite-cache",
+        type=Path,
+        help="a built SQLite database kept here between runs (made on the first run); each run "
+        "sweeps a copy",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -386,10 +399,18 @@ def main(argv: list[str] | None = None) -> None:
         fresh_database(base_url, Path(tmp)) as url,
     ):
         started = time.perf_counter()
-        asyncio.run(build(url, args.duties, due_every))
-        print(
-            f"{backend}: built {args.duties:,} open duties in {time.perf_counter() - started:.0f} s"
-        )
+        cache: Path | None = args.sqlite_cache if backend == "SQLite" else None
+        if cache is not None and cache.exists():
+            shutil.copyfile(cache, Path(tmp) / "sweep.sqlite3")
+            print(f"{backend}: copied {cache} (built by an earlier run)")
+        else:
+            asyncio.run(build(url, args.duties, due_every))
+            print(
+                f"{backend}: built {args.duties:,} open duties "
+                f"in {time.perf_counter() - started:.0f} s"
+            )
+            if cache is not None:
+                shutil.copyfile(Path(tmp) / "sweep.sqlite3", cache)
         env = os.environ | {"PYTHONPYCACHEPREFIX": str(Path(tempfile.gettempdir()) / "dsr-pyc")}
         done = subprocess.run(
             [sys.executable, "-c", _MEASURE, sys.executable, "-m", "bench.sweep", "--child", url],

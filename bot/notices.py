@@ -41,7 +41,8 @@ from typing import Any, NamedTuple
 from jinja2 import Template
 from markupsafe import Markup
 from openpyxl import Workbook
-from sqlalchemy import Table, func, or_, update
+from sqlalchemy import Dialect, Table, bindparam, func, or_, update
+from sqlalchemy import text as text_clause
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -52,7 +53,7 @@ from bot.render import environment, has_text, text
 from bot.telegram import NoticeCb
 from bot.workdays import Calendar
 from storage.audit import record
-from storage.db import upsert_insert
+from storage.db import DriverInsert, upsert_insert
 from storage.models import (
     Assignment,
     AssignmentStatus,
@@ -544,7 +545,7 @@ async def issue(
         if ordered:
             first = await allocate_numbers(session, kind, year, len(ordered))
             seqs.update({duty_id: first + n for n, duty_id in enumerate(ordered)})
-    ids = await _record(session, issues, seqs, now=now, year=year)
+    ids = await _notice_ids(session, len(issues))
     people = await load_people(session, office_admins)
     subjects = await load_subjects(
         session, (i.duty.inspection_id for i in issues if i.duty.inspection_id is not None)
@@ -572,13 +573,14 @@ async def issue(
         calendar=calendar,
         today=today,
     )
-    # Rendering starts after the reads and the insert: in a worker thread, their many round
-    # trips would each wait for the interpreter while it renders; ``meanwhile()`` is a few
-    # statements.
-    # The messages arrive in parts (``_Part``), queued as they come while the rest renders.
+    # Rendering starts once everything it reads is read (the notices' ids are taken ahead),
+    # and the writes go on meanwhile: the notices, ``meanwhile()``, then each part of the
+    # messages as it arrives. In a worker thread, the reads' many round trips would each
+    # have waited for the interpreter while it renders.
     parts: asyncio.Queue[_Part | None] = asyncio.Queue()
     composing = asyncio.ensure_future(_compose_aside(batch, parts))
     try:
+        await _record(session, issues, ids, seqs, now=now, year=year)
         if meanwhile is not None:
             await meanwhile()
         while (part := await parts.get()) is not None:
@@ -593,17 +595,38 @@ async def issue(
     return result
 
 
+async def _notice_ids(session: AsyncSession, count: int) -> list[int]:
+    """Ids for ``count`` new notices, taken before they are inserted so that their messages
+    can be rendered while the insert runs. PostgreSQL: from the table's sequence, as an insert
+    would take them. SQLite: after the highest one; the batch's first write (the sweeper's
+    turn) holds the database's only write lock, so no other insert can take them meanwhile
+    (and if a caller had not written first, a clash would fail the batch, not mix it up)."""
+    if session.get_bind().dialect.name == "postgresql":
+        taken = await session.exec(  # type: ignore[call-overload]
+            text_clause(
+                "SELECT nextval(pg_get_serial_sequence('notice', 'id')) "
+                "FROM generate_series(1, :count)"
+            ),
+            params={"count": count},
+        )
+        return sorted(int(i) for (i,) in taken)
+    highest = (await session.exec(select(func.max(Notice.id)))).one() or 0
+    return list(range(highest + 1, highest + 1 + count))
+
+
 async def _record(
     session: AsyncSession,
     issues: Sequence[Issue],
+    ids: Sequence[int],
     seqs: dict[int, int],
     *,
     now: datetime,
     year: int,
-) -> list[int]:
-    """Insert the notices; their ids, in the order of ``issues``."""
+) -> None:
+    """Insert the notices, with the ids taken for them (``_notice_ids``), in order."""
     rows = [
         {
+            "id": notice_id,
             "duty_id": i.duty.id,
             "kind": i.kind,
             "year": year,
@@ -613,15 +636,19 @@ async def _record(
             "status": "open",
             "closed_late": False,
         }
-        for i in issues
+        for i, notice_id in zip(issues, ids, strict=True)
     ]
-    # RETURNING the duty with the id, not in parameter order: asking for that order makes
-    # SQLAlchemy insert one row per statement on SQLite.
-    inserted = await session.exec(
-        NOTICE.insert().returning(NOTICE.c.id, NOTICE.c.duty_id, NOTICE.c.kind), params=rows
+    connection = await session.connection()
+    await _notice_insert(connection.dialect).run(connection, rows)
+
+
+@lru_cache(maxsize=4)
+def _notice_insert(dialect: Dialect) -> DriverInsert:
+    columns = ("id", "duty_id", "kind", "year", "seq", "issued_at", "deadline", "status")
+    statement = NOTICE.insert().values(
+        {name: bindparam(name) for name in (*columns, "closed_late")}
     )
-    found = {(duty_id, kind): notice_id for notice_id, duty_id, kind in inserted}
-    return [found[(i.duty.id, i.kind)] for i in issues]
+    return DriverInsert.of(NOTICE, statement.inline(), dialect)
 
 
 async def _supervision_numbers(session: AsyncSession, duty_ids: Sequence[int]) -> dict[int, str]:
@@ -707,6 +734,7 @@ async def _compose_aside(batch: _Batch, parts: asyncio.Queue[_Part | None]) -> N
             for part in await asyncio.to_thread(lambda: list(_parts(batch))):
                 parts.put_nowait(part)
             return
+        _prepare()  # once here rather than in every batch's child, which forgets it
         context = multiprocessing.get_context("fork")
         receive, send = context.Pipe(duplex=False)
         child = context.Process(target=_compose_in_child, args=(batch, send), daemon=True)
@@ -725,6 +753,21 @@ async def _compose_aside(batch: _Batch, parts: asyncio.Queue[_Part | None]) -> N
             receive.close()
     finally:
         parts.put_nowait(None)
+
+
+_COMPOSED_WITH = (
+    *_OWN_TEMPLATES.values(),
+    *_GROUP_TEMPLATES.values(),
+    "notices/digest_entries.j2",
+    "notices/digest.j2",
+)
+
+
+def _prepare() -> None:
+    """Compile the templates composing uses, into this process's cache: a child inherits it
+    (compiling them costs about 40 ms)."""
+    for name in _COMPOSED_WITH:
+        _compiled(name)
 
 
 def _compose_in_child(batch: _Batch, out: Connection) -> None:

@@ -23,11 +23,11 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, Dialect, Table, bindparam, or_, update
+from sqlalchemy import Dialect, Table, bindparam, or_, update
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.db import upsert_insert
+from storage.db import DriverInsert, upsert_insert
 from storage.models import OutboxMessage, OutboxStatus
 
 Keyboard = list[list[tuple[str, str]]]
@@ -101,38 +101,9 @@ def _row(message: Envelope, now: datetime) -> dict[str, Any]:
 COLUMNS = tuple(_row(Envelope("", 0, ""), datetime.min))
 
 
-@dataclass(frozen=True)
-class _Statement:
-    """The INSERT … ON CONFLICT (idem_key) DO NOTHING of ``COLUMNS``, compiled for a dialect,
-    with the bind processors of its parameters (the column types' conversions for the driver:
-    booleans and datetimes on SQLite, JSON)."""
-
-    sql: str
-    columns: tuple[str, ...]
-    processing: tuple[tuple[int, Callable[[Any], Any], bool], ...]
-    """(parameter, processor, whether its values repeat: worth remembering) for each parameter
-    that has a processor."""
-
-    def values(self, row: dict[str, Any], memo: dict[tuple[int, Any], Any]) -> tuple[Any, ...]:
-        """The driver's parameters for ``row``; ``memo`` keeps conversions of repeated values
-        (the batch's timestamps) from one row to the next."""
-        out = [row[name] for name in self.columns]
-        for at, process, repeated in self.processing:
-            value = out[at]
-            if value is None:  # SQL NULL, not a JSON "null" for a message without buttons
-                continue
-            if repeated:
-                key = (at, value)
-                if key not in memo:
-                    memo[key] = process(value)
-                out[at] = memo[key]
-            else:
-                out[at] = process(value)
-        return tuple(out)
-
-
 @lru_cache(maxsize=8)
-def _statement(dialect: Dialect) -> _Statement:
+def _statement(dialect: Dialect) -> DriverInsert:
+    """The INSERT … ON CONFLICT (idem_key) DO NOTHING of ``COLUMNS``."""
     insert = upsert_insert(dialect.name)
     statement = (
         insert(OUTBOX)
@@ -140,17 +111,10 @@ def _statement(dialect: Dialect) -> _Statement:
         .on_conflict_do_nothing(index_elements=["idem_key"])
         .inline()  # no RETURNING of the id
     )
-    compiled = statement.compile(dialect=dialect)
-    columns = tuple(compiled.positiontup or ())
-    if sorted(columns) != sorted(COLUMNS):  # a column with a default outside the mapping
-        raise RuntimeError(f"outbox insert binds {columns}, the mapping has {COLUMNS}")
-    processing = []
-    for at, name in enumerate(columns):
-        kind = OUTBOX.c[name].type
-        process = kind.dialect_impl(dialect).bind_processor(dialect)
-        if process is not None:
-            processing.append((at, process, not isinstance(kind, JSON)))
-    return _Statement(compiled.string, columns, tuple(processing))
+    found = DriverInsert.of(OUTBOX, statement, dialect)
+    if sorted(found.columns) != sorted(COLUMNS):  # a column with a default outside the mapping
+        raise RuntimeError(f"outbox insert binds {found.columns}, the mapping has {COLUMNS}")
+    return found
 
 
 async def enqueue(

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import JSON, Dialect, Table, event, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -30,6 +36,58 @@ def upsert_insert(dialect: str) -> Any:
     from sqlalchemy.dialects import postgresql, sqlite
 
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+@dataclass(frozen=True)
+class DriverInsert:
+    """An INSERT compiled once for a dialect, with the bind processors of its parameters (the
+    column types' conversions for the driver: booleans, dates and datetimes on SQLite, JSON),
+    so that many rows go to the driver's executemany as they are: SQLAlchemy's per-row
+    parameter handling costs more than the database's own work (about 12 µs a row)."""
+
+    sql: str
+    columns: tuple[str, ...]
+    processing: tuple[tuple[int, Callable[[Any], Any], bool], ...]
+    """(parameter, processor, whether its values repeat: worth remembering) for each parameter
+    that has a processor."""
+
+    @classmethod
+    def of(cls, table: Table, statement: Any, dialect: Dialect) -> DriverInsert:
+        """``statement``: an insert into ``table`` binding each of its columns by name
+        (``values({name: bindparam(name)})``), without RETURNING (``inline()``)."""
+        compiled = statement.compile(dialect=dialect)
+        columns = tuple(compiled.positiontup or ())
+        processing = []
+        for at, name in enumerate(columns):
+            kind = table.c[name].type
+            process = kind.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                processing.append((at, process, not isinstance(kind, JSON)))
+        return cls(compiled.string, columns, tuple(processing))
+
+    def values(self, row: Mapping[str, Any], memo: dict[tuple[int, Any], Any]) -> tuple[Any, ...]:
+        """The driver's parameters for ``row``; ``memo`` keeps conversions of repeated values
+        (a batch's timestamps, dates, flags) from one row to the next."""
+        out = [row[name] for name in self.columns]
+        for at, process, repeated in self.processing:
+            value = out[at]
+            if value is None:  # SQL NULL (for JSON too, not "null")
+                continue
+            if repeated:
+                key = (at, value)
+                if key not in memo:
+                    memo[key] = process(value)
+                out[at] = memo[key]
+            else:
+                out[at] = process(value)
+        return tuple(out)
+
+    async def run(self, connection: AsyncConnection, rows: Iterable[Mapping[str, Any]]) -> None:
+        """executemany of ``rows`` (mappings of every column name)."""
+        memo: dict[tuple[int, Any], Any] = {}
+        values = [self.values(row, memo) for row in rows]
+        if values:
+            await connection.exec_driver_sql(self.sql, values)
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
