@@ -31,14 +31,14 @@ class Settings(BaseSettings):
     evidence_max_mb: int = 20
     bot_username: str | None = None
     # 三单 (issue 5): quiet hours in TIMEZONE (reminders and orders wait for their end), the
-    # reminder lead in working days, the new deadline a supervision order sets, and how long
-    # before the calendar data runs out the office is told to load the next year.
+    # reminder lead in working days, and how long before the calendar data runs out the office
+    # is told to load the next year. (The new deadline a supervision order sets is a task's
+    # deadline setting, like the others: bot.duties.DEFAULT_WORKING_DAYS.)
     quiet_start: time = time(21, 0)
     quiet_end: time = time(8, 0)
     reminder_days: int = 3
     reminder_days_short: int = 1  # for duties of `short_duty_days` working days or less
     short_duty_days: int = 2
-    supervision_days: int = 5
     holiday_warning_days: int = 60
     # Telegram's flood limits (https://core.telegram.org/bots/faq#broadcasting-to-users); the
     # sender's limiter and the Bot-API fake's limits are both built from these.

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Dialect, Table, bindparam, or_, update
 from sqlmodel import select
@@ -54,9 +54,9 @@ class Document:
     content: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """One message for ``enqueue_many``: the arguments of ``enqueue`` but the session and now."""
+class Envelope(NamedTuple):
+    """One message for ``enqueue_many``: the arguments of ``enqueue`` but the session and now.
+    (A named tuple: a sweep builds ten thousand, and its rendering child pickles them.)"""
 
     key: str
     chat_id: int

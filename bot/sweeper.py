@@ -60,7 +60,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock, to_local
 from bot.config import Settings
-from bot.duties import day_text, load_calendar
+from bot.duties import DEFAULT_WORKING_DAYS, day_text, load_calendar
 from bot.notices import (
     ACCOUNTABILITY,
     DUTY,
@@ -98,7 +98,7 @@ class Rules:
     reminder_days: int = 3
     reminder_days_short: int = 1
     short_duty_days: int = 2
-    supervision_days: int = 5
+    supervision_days: int = DEFAULT_WORKING_DAYS["supervision"]
     timezone: str = "Asia/Shanghai"
 
     @classmethod
@@ -107,7 +107,6 @@ class Rules:
             reminder_days=settings.reminder_days,
             reminder_days_short=settings.reminder_days_short,
             short_duty_days=settings.short_duty_days,
-            supervision_days=settings.supervision_days,
             timezone=settings.timezone,
         )
 

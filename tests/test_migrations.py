@@ -42,15 +42,19 @@ def test_sqlite_migrations_match_models(tmp_path: Path) -> None:
 )
 def test_postgres_migrations_match_models() -> None:
     url = Settings(database_url=os.environ["DATABASE_URL"]).database_url
-    server, scratch = url.rsplit("/", 1)[0], "dsr_migration_check"
+    # Its own scratch database: suites of several checkouts may run on one server at once.
+    server, scratch = url.rsplit("/", 1)[0], f"dsr_migration_check_{os.getpid()}"
 
-    async def recreate() -> None:
+    async def admin(*statements: str) -> None:
         engine = create_async_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
         async with engine.connect() as conn:
-            await conn.execute(text(f"DROP DATABASE IF EXISTS {scratch}"))
-            await conn.execute(text(f"CREATE DATABASE {scratch}"))
+            for statement in statements:
+                await conn.execute(text(statement))
         await engine.dispose()
 
-    asyncio.run(recreate())
-    upgrade(f"{server}/{scratch}")
-    assert asyncio.run(_diff(f"{server}/{scratch}")) == []
+    asyncio.run(admin(f"DROP DATABASE IF EXISTS {scratch}", f"CREATE DATABASE {scratch}"))
+    try:
+        upgrade(f"{server}/{scratch}")
+        assert asyncio.run(_diff(f"{server}/{scratch}")) == []
+    finally:
+        asyncio.run(admin(f"DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
