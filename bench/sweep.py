@@ -298,6 +298,7 @@ async def child(url: str) -> None:
 
     from bot.clock import FrozenClock
     from bot.config import Settings
+    from bot.notices import prepare_messages
     from bot.render import text as render_text
     from bot.sweeper import sweep
     from storage.db import Database
@@ -306,9 +307,11 @@ async def child(url: str) -> None:
     db = Database(url)
     try:
         # What a running bot has done long before its sweeper's first minute: mapped the
-        # models, read the text catalogue (its commands' descriptions, set at start), left
-        # SQLite's WAL checkpoint to its own job (bot/scheduler.py) and opened the pool.
+        # models, read the text catalogue (its commands' descriptions, set at start), run its
+        # jobs' start hooks (bot/scheduler.py: the notices' templates compiled, SQLite's WAL
+        # checkpoint left to its own job) and opened the pool.
         configure_mappers()
+        prepare_messages()
         await db.defer_checkpoints()
         render_text("commands.private.notices")
         async with db.read() as session:

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 from jinja2 import Template
 from markupsafe import Markup
 from openpyxl import Workbook
-from sqlalchemy import Dialect, Table, bindparam, func, or_, update
+from sqlalchemy import BindParameter, Dialect, Table, bindparam, func, or_, update
 from sqlalchemy import text as text_clause
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -97,6 +97,11 @@ _ACTIVE_SEATS = (
 _CHUNK = 5000
 """Ids per ``IN (…)`` when loading what notices show: under SQLite's and asyncpg's limits on
 bind parameters (32,766), and few queries for a sweep's thousands of duties."""
+
+
+IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+"""Ids for ``IN`` as one parameter (its list given at execution): building a bound literal
+for each of thousands of ids cost more than the query."""
 
 
 def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -313,11 +318,9 @@ async def load_people(session: AsyncSession, office_admins: Iterable[int]) -> Pe
 
 async def load_inspector_names(session: AsyncSession, people: People, ids: Iterable[int]) -> None:
     missing = sorted({i for i in ids if i not in people.inspector_names})
+    query = select(Inspector.id, Inspector.name).where(col(Inspector.id).in_(IDS))
     for chunk in _chunks(missing):
-        rows = await session.exec(
-            select(Inspector.id, Inspector.name).where(col(Inspector.id).in_(chunk))
-        )
-        for inspector_id, name in rows:
+        for inspector_id, name in await session.exec(query, params={IDS.key: list(chunk)}):
             if inspector_id is not None:
                 people.inspector_names[inspector_id] = name
 
@@ -327,30 +330,34 @@ async def load_subjects(session: AsyncSession, inspection_ids: Iterable[int]) ->
     targets: dict[int, tuple[str, str]] = {}
     tasks: dict[int, list[str]] = defaultdict(list)
     members: dict[int, list[int]] = defaultdict(list)
-    for chunk in _chunks(ids):
-        for inspection_id, name, uscc, key in await session.exec(
-            select(Inspection.id, Target.name, Target.uscc, Target.key)
-            .join(Target, col(Target.id) == col(Inspection.target_id))
-            .where(col(Inspection.id).in_(chunk))
-        ):
+    found_targets = (
+        select(Inspection.id, Target.name, Target.uscc, Target.key)
+        .join(Target, col(Target.id) == col(Inspection.target_id))
+        .where(col(Inspection.id).in_(IDS))
+    )
+    found_tasks = (
+        select(InspectionItem.inspection_id, Task.name)
+        .join(Task, col(Task.id) == col(InspectionItem.task_id))
+        .where(col(InspectionItem.inspection_id).in_(IDS))
+        .distinct()
+        .order_by(col(InspectionItem.inspection_id), col(Task.name))
+    )
+    found_members = (
+        select(Assignment.inspection_id, Assignment.inspector_id)
+        .where(
+            col(Assignment.inspection_id).in_(IDS),
+            col(Assignment.status).in_(_ACTIVE_SEATS),
+        )
+        .order_by(col(Assignment.inspection_id), col(Assignment.pick_index))
+    )
+    for some in _chunks(ids):
+        params = {IDS.key: list(some)}
+        for inspection_id, name, uscc, key in await session.exec(found_targets, params=params):
             if inspection_id is not None:
                 targets[inspection_id] = (name, uscc or key)
-        for inspection_id, task_name in await session.exec(
-            select(InspectionItem.inspection_id, Task.name)
-            .join(Task, col(Task.id) == col(InspectionItem.task_id))
-            .where(col(InspectionItem.inspection_id).in_(chunk))
-            .distinct()
-            .order_by(col(InspectionItem.inspection_id), col(Task.name))
-        ):
+        for inspection_id, task_name in await session.exec(found_tasks, params=params):
             tasks[inspection_id].append(task_name)
-        for inspection_id, inspector_id in await session.exec(
-            select(Assignment.inspection_id, Assignment.inspector_id)
-            .where(
-                col(Assignment.inspection_id).in_(chunk),
-                col(Assignment.status).in_(_ACTIVE_SEATS),
-            )
-            .order_by(col(Assignment.inspection_id), col(Assignment.pick_index))
-        ):
+        for inspection_id, inspector_id in await session.exec(found_members, params=params):
             members[inspection_id].append(inspector_id)
     return {
         i: Subject(name, code, tuple(tasks.get(i, ())), tuple(members.get(i, ())))
@@ -667,13 +674,11 @@ def _notice_insert(dialect: Dialect) -> DriverInsert:
 
 async def _supervision_numbers(session: AsyncSession, duty_ids: Sequence[int]) -> dict[int, str]:
     found: dict[int, str] = {}
+    query = select(Notice.duty_id, Notice.year, Notice.seq).where(
+        col(Notice.duty_id).in_(IDS), Notice.kind == SUPERVISION
+    )
     for chunk in _chunks(sorted(duty_ids)):
-        rows = await session.exec(
-            select(Notice.duty_id, Notice.year, Notice.seq).where(
-                col(Notice.duty_id).in_(chunk), Notice.kind == SUPERVISION
-            )
-        )
-        for duty_id, year, seq in rows:
+        for duty_id, year, seq in await session.exec(query, params={IDS.key: list(chunk)}):
             label = number_label(SUPERVISION, year, seq)
             if label:
                 found[duty_id] = label
@@ -748,7 +753,7 @@ async def _compose_aside(batch: _Batch, parts: asyncio.Queue[_Part | None]) -> N
             for part in await asyncio.to_thread(lambda: list(_parts(batch))):
                 parts.put_nowait(part)
             return
-        _prepare()  # once here rather than in every batch's child, which forgets it
+        prepare_messages()  # if the bot's start did not: here, not in each batch's child
         context = multiprocessing.get_context("fork")
         receive, send = context.Pipe(duplex=False)
         child = context.Process(target=_compose_in_child, args=(batch, send), daemon=True)
@@ -777,9 +782,9 @@ _COMPOSED_WITH = (
 )
 
 
-def _prepare() -> None:
-    """Compile the templates composing uses, into this process's cache: a child inherits it
-    (compiling them costs about 40 ms)."""
+def prepare_messages() -> None:
+    """Compile the templates composing uses (about 40 ms), into this process's cache, which
+    a batch's child inherits; the bot does it when it starts (bot/scheduler.py)."""
     for name in _COMPOSED_WITH:
         _compiled(name)
 

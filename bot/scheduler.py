@@ -51,6 +51,7 @@ def periodic_jobs(services: Services) -> list[PeriodicJob]:
     On SQLite the bot's commits leave the WAL checkpoint to a job of its own (PASSIVE, every
     ``CHECKPOINT_EVERY_S`` and at shutdown) instead of running it inside whichever commit
     crosses SQLite's 1,000 pages, such as a sweep's (docs/delivery.md)."""
+    from bot.notices import prepare_messages
     from bot.sweeper import sweep
 
     settings = services.settings
@@ -59,7 +60,10 @@ def periodic_jobs(services: Services) -> list[PeriodicJob]:
     async def sweep_now() -> object:
         return await sweep(db, services.clock, settings)
 
-    jobs = [PeriodicJob("sweeper", settings.sweep_every_s, sweep_now)]
+    async def prepare_sweep() -> None:
+        prepare_messages()
+
+    jobs = [PeriodicJob("sweeper", settings.sweep_every_s, sweep_now, at_start=prepare_sweep)]
     if db.dialect == "sqlite":
         jobs.append(
             PeriodicJob(

@@ -65,6 +65,7 @@ from bot.notices import (
     ACCOUNTABILITY,
     DUTY,
     DUTY_COLUMNS,
+    IDS,
     REMINDER,
     SUPERVISION,
     DutyRow,
@@ -353,12 +354,14 @@ async def task_supervision_days(
     of the duties that may get an order now: two queries, each task's settings decoded once."""
     ids = sorted({i for i in inspection_ids if i is not None})
     task_of: dict[int, int] = {}
+    query = (
+        sqlmodel.select(Inspection.id, Draw.task_id)
+        .join(Draw, col(Draw.id) == col(Inspection.draw_id))
+        .where(col(Inspection.id).in_(IDS))
+    )
     for start in range(0, len(ids), UPDATE_CHUNK):
-        rows = await session.exec(
-            sqlmodel.select(Inspection.id, Draw.task_id)
-            .join(Draw, col(Draw.id) == col(Inspection.draw_id))
-            .where(col(Inspection.id).in_(ids[start : start + UPDATE_CHUNK]))
-        )
+        chunk = ids[start : start + UPDATE_CHUNK]
+        rows = await session.exec(query, params={IDS.key: chunk})
         task_of.update((i, task_id) for i, task_id in rows if i is not None)
     if not task_of:
         return {}
@@ -400,22 +403,24 @@ async def _move_on(session: AsyncSession, steps: list[tuple[DutyRow, Step]]) -> 
             )
             continue
         for start in range(0, len(ids), UPDATE_CHUNK):
-            await session.exec(
-                update(DUTY)
-                .where(DUTY.c.id.in_(ids[start : start + UPDATE_CHUNK]))
-                .values(stage=stage, next_check_on=next_check_on, supervision_deadline=limit)
-            )
+            chunk = ids[start : start + UPDATE_CHUNK]
+            new = {"b_ids": chunk, "b_stage": stage, "b_next": next_check_on, "b_limit": limit}
+            await session.exec(_MOVE_SHARED, params=new)
     if rest:
-        await session.exec(
-            update(DUTY)
-            .where(DUTY.c.id == bindparam("b_id"))
-            .values(
-                stage=bindparam("b_stage"),
-                next_check_on=bindparam("b_next"),
-                supervision_deadline=bindparam("b_limit"),
-            ),
-            params=rest,
-        )
+        await session.exec(_MOVE_ONE, params=rest)
+
+
+_NEW_STATE: dict[str, Any] = {
+    "stage": bindparam("b_stage"),
+    "next_check_on": bindparam("b_next"),
+    "supervision_deadline": bindparam("b_limit"),
+}
+# The ids as one parameter (a list at execution): a bound literal built for each of
+# thousands of ids cost more than the update.
+_MOVE_SHARED = (
+    update(DUTY).where(DUTY.c.id.in_(bindparam("b_ids", expanding=True))).values(_NEW_STATE)
+)
+_MOVE_ONE = update(DUTY).where(DUTY.c.id == bindparam("b_id")).values(_NEW_STATE)
 
 
 def warning_step(days_left: int, first: int) -> int | None:
