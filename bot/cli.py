@@ -6,18 +6,16 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from sqlmodel import select
 
 from bot.clock import SystemClock
 from bot.config import Settings
-from bot.directories import import_file, write_template
 from bot.render import render_plain, text
-from storage.db import Database, upgrade
-from storage.directory import KIND_ALIASES, SCHEMAS
-from storage.models import AppSetting
+
+if TYPE_CHECKING:  # SQLAlchemy and the models: imported by the commands, after `dsr import`
+    from storage.db import Database  # has started reading a spreadsheet (storage.tabular)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,6 +32,8 @@ def _settings() -> Settings:
 
 
 def _with_db(work: Callable[[Database, Settings], Awaitable[T]]) -> T:
+    from storage.db import Database
+
     settings = _settings()
 
     async def main() -> T:
@@ -55,6 +55,13 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 @db_app.command("upgrade", help=text("cli.db_upgrade"))
 def db_upgrade() -> None:
     upgrade(_settings().database_url)
+
+
+def upgrade(url: str) -> None:
+    """`storage.db.upgrade`, imported only by the command that needs it."""
+    from storage import db
+
+    db.upgrade(url)
     typer.echo(text("cli.migrated"))
 
 
@@ -67,6 +74,14 @@ def import_(
         bool, typer.Option("--deactivate-missing", help=text("cli.deactivate_missing"))
     ] = False,
 ) -> None:
+    from storage.tabular import read_ahead
+
+    settings = _settings()
+    read_ahead(file, settings.import_max_bytes)  # while the rest of the CLI is imported
+
+    from bot.directories import import_file
+    from storage.directory import KIND_ALIASES
+
     resolved = KIND_ALIASES.get(kind.lower())
     if resolved is None:
         raise _fail(text("cli.unknown_kind", kind=kind))
@@ -108,6 +123,9 @@ def template(
         write_task_template(out)
         typer.echo(text("cli.template_written", path=out))
         return
+    from bot.directories import write_template
+    from storage.directory import KIND_ALIASES, SCHEMAS
+
     resolved = KIND_ALIASES.get(kind.lower())
     if resolved is None or resolved not in SCHEMAS:
         raise _fail(text("cli.unknown_kind", kind=kind))
@@ -340,6 +358,10 @@ def verify(
 
 
 async def _bot_username(db: Database, settings: Settings) -> str | None:
+    from sqlmodel import select
+
+    from storage.models import AppSetting
+
     if settings.bot_username:
         return settings.bot_username
     async with db.read() as session:
@@ -433,6 +455,7 @@ async def _run(settings: Settings) -> None:
     from bot.scheduler import Background, periodic_jobs
     from bot.sender import DeliveryLimiter, Sender
     from bot.telegram import AiogramTransport
+    from storage.db import Database
 
     db = Database(settings.database_url)
     await db.upgrade_if_needed()
@@ -480,6 +503,10 @@ def demo(
 
 async def remember_username(db: Database, username: str) -> None:
     """The CLI builds invite links offline from what the running bot learnt."""
+    from sqlmodel import select
+
+    from storage.models import AppSetting
+
     async with db.session() as session:
         row = (
             await session.exec(select(AppSetting).where(AppSetting.name == "bot_username"))

@@ -96,12 +96,35 @@ async def import_file(
     progress: Progress | None = None,
     error_dir: Path | None = None,
     display_name: str | None = None,
+    encoding: str | None = None,
 ) -> ImportReport:
-    """Import one directory file. Bad files and `--strict` failures write nothing."""
+    """Import one directory file. Bad files and `--strict` failures write nothing.
+
+    A CSV is read in `encoding`, or in the one its first megabyte shows (then, should a later
+    byte not be UTF-8, the import starts again in GB18030)."""
     name = display_name or path.name
     report = ImportReport(kind=kind or "", filename=name, strict=strict)
+
+    async def as_gb18030(asked: str | None = kind) -> ImportReport:
+        """UTF-8 in its first megabyte only: all of it in GB18030, as a full check reads it."""
+        return await import_file(
+            db,
+            path,
+            kind=asked,
+            actor=actor,
+            clock=clock,
+            max_bytes=max_bytes,
+            error_limit=error_limit,
+            strict=strict,
+            deactivate_missing=deactivate_missing,
+            progress=progress,
+            error_dir=error_dir,
+            display_name=display_name,
+            encoding="gb18030",
+        )
+
     try:
-        source = open_rows(path, max_bytes)
+        source = open_rows(path, max_bytes, encoding=encoding, guess=encoding is None)
         header = _header(source.rows)
         detected = directory.detect_kind(header)
         # Issue 7: a province's list as published (header below titles, no 事项编码).
@@ -130,6 +153,11 @@ async def import_file(
             )
     except FileProblem as problem:
         report.problem, report.problem_params = problem.key, {"name": name, **problem.params}
+        return report
+    except UnicodeDecodeError:  # in the header's first megabyte
+        if source.guessed:
+            return await as_gb18030()
+        report.problem, report.problem_params = "file_encoding", {"name": name}
         return report
 
     now = clock.now()
@@ -195,6 +223,8 @@ async def import_file(
         report.problem, report.problem_params = problem.key, {"name": name, **problem.params}
         report.applied = False
     except UnicodeDecodeError:
+        if source.guessed:  # (rolled back)
+            return await as_gb18030()
         report.problem, report.problem_params = "file_encoding", {"name": name}
         report.applied = False
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import codecs
 import csv
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
@@ -44,6 +46,9 @@ class RowSource:
     rows: Iterator[tuple[int, list[str]]]
     encoding: str | None = None
     size: int = 0  # bytes
+    # UTF-8 as far as the first GUESS_BYTES go (`open_rows(guess=True)`): reading the rows
+    # raises UnicodeDecodeError if a later byte is not, and the file is GB18030 after all.
+    guessed: bool = False
 
 
 def check_file(path: Path, max_bytes: int) -> str:
@@ -69,20 +74,25 @@ def check_file(path: Path, max_bytes: int) -> str:
     return suffix
 
 
-def detect_encoding(path: Path) -> str:
+def detect_encoding(path: Path, limit: int | None = None) -> str:
     """UTF-8 (with or without BOM) when every byte decodes, otherwise GB18030 (a GBK superset).
 
-    Excel in Chinese saves CSV as GBK; a full UTF-8 pass costs well under a second for a
-    150 MB file and avoids guessing from a prefix.
+    Excel in Chinese saves CSV as GBK. With `limit`, only the first `limit` bytes are read:
+    'utf-8' then says no more than that they decode.
     """
     with path.open("rb") as handle:
         if handle.read(3) == b"\xef\xbb\xbf":
             return "utf-8-sig"
         handle.seek(0)
         utf8 = codecs.getincrementaldecoder("utf-8")()
+        left = limit
         try:
-            while chunk := handle.read(_READ_SIZE):
+            while chunk := handle.read(_READ_SIZE if left is None else min(_READ_SIZE, left)):
                 utf8.decode(chunk)
+                if left is not None:
+                    left -= len(chunk)
+                    if not left:
+                        return "utf-8"  # a character cut at the limit is not an error
             utf8.decode(b"", final=True)
         except UnicodeDecodeError:
             return "gb18030"
@@ -125,9 +135,40 @@ def _csv_rows(path: Path, encoding: str, max_bytes: int) -> Iterator[tuple[int, 
             raise FileProblem("file_csv", name=path.name, line=reader.line_num) from None
 
 
-def first_sheet(path: Path) -> Any:
+def _read_sheet(path: Path) -> Any:
+    return CalamineWorkbook.from_path(str(path)).get_sheet_by_index(0)
+
+
+_AHEAD: dict[Path, Future[Any]] = {}
+
+
+def read_ahead(path: Path, max_bytes: int) -> None:
+    """Start reading a spreadsheet's first sheet in a thread, for `first_sheet`.
+
+    python-calamine parses the whole sheet before the first row (1.5 s for 100,000 rows) and
+    lets go of the GIL meanwhile, so `dsr import` starts it before importing the rest of
+    itself (about a second). Whatever is wrong with the file, `open_rows` says it later."""
     try:
-        return CalamineWorkbook.from_path(str(path)).get_sheet_by_index(0)
+        if check_file(path, max_bytes) not in SHEET_SUFFIXES:
+            return
+    except FileProblem:
+        return
+    future: Future[Any] = Future()
+
+    def read() -> None:
+        try:
+            future.set_result(_read_sheet(path))
+        except BaseException as error:  # given to whoever takes the sheet
+            future.set_exception(error)
+
+    _AHEAD[path] = future
+    threading.Thread(target=read, name="read-ahead", daemon=True).start()
+
+
+def first_sheet(path: Path) -> Any:
+    ahead = _AHEAD.pop(path, None)
+    try:
+        return ahead.result() if ahead is not None else _read_sheet(path)
     except Exception as exc:  # calamine raises its own error types for broken files
         raise FileProblem("file_corrupt", name=path.name) from exc
 
@@ -144,10 +185,22 @@ def _sheet_rows(raw: Iterator[tuple[int, list[Any]]]) -> Iterator[tuple[int, lis
         yield number, [cell.strip() if type(cell) is str else cell_text(cell) for cell in row]
 
 
-def open_rows(path: Path, max_bytes: int) -> RowSource:
+# A full UTF-8 pass over a 200 MB file takes about a second before the first row is read;
+# GBK text fails as UTF-8 within its first Chinese characters, and our headers are Chinese.
+GUESS_BYTES = 1 << 20
+
+
+def open_rows(
+    path: Path, max_bytes: int, *, encoding: str | None = None, guess: bool = False
+) -> RowSource:
+    """The rows of `path`; a CSV in `encoding`, or as detected: on its first GUESS_BYTES when
+    `guess` (the caller then handles `RowSource.guessed`), otherwise on all of it."""
     suffix = check_file(path, max_bytes)
     size = path.stat().st_size
     if suffix in CSV_SUFFIXES:
-        encoding = detect_encoding(path)
-        return RowSource(path, _csv_rows(path, encoding, max_bytes), encoding, size)
+        guessed = False
+        if encoding is None:
+            encoding = detect_encoding(path, GUESS_BYTES if guess else None)
+            guessed = guess and encoding == "utf-8" and size > GUESS_BYTES
+        return RowSource(path, _csv_rows(path, encoding, max_bytes), encoding, size, guessed)
     return RowSource(path, _sheet_rows(_sheet_raw(first_sheet(path))), size=size)

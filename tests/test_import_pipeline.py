@@ -19,12 +19,14 @@ from typer.testing import CliRunner
 
 import bot.directories
 import storage.db
+import storage.tabular
 from bot.cli import app
 from bot.clock import FrozenClock
 from bot.directories import import_file
 from storage import directory
 from storage.db import Database, alembic_config, head_revision
 from storage.models import Target
+from storage.tabular import detect_encoding
 from tests.test_tabular import HEADER, MB, codes, stored, target, write_targets
 
 
@@ -101,6 +103,32 @@ async def test_xlsx_in_a_child(
     )
     assert report.ok and report.outcome.created == 3
     assert await stored(db) == [(code, f"企业{i}") for i, code in enumerate(found)]
+
+
+async def test_a_csv_utf8_only_at_the_start_is_read_as_gb18030_like_a_full_check(
+    db: Database, clock: FrozenClock, tmp_path: Path, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage.tabular, "GUESS_BYTES", 256)  # the encoding guessed on 256 bytes
+    if where == "in line":
+        monkeypatch.setattr(bot.directories, "CHILD_FROM_BYTES", 10 * MB)
+    rows = [target(f"企业{i}", code) for i, code in enumerate(codes(30))]
+    for row in rows:
+        row[3] = "经营" * 1000  # 6 KB a row: past the first megabyte the reader decodes at once
+    path = write_targets(tmp_path / "t.csv", rows * 6)
+    assert path.stat().st_size > MB
+    report = await import_file(db, path, kind="targets", actor="t", clock=clock, max_bytes=2 * MB)
+    assert report.ok and report.outcome.created == 30  # UTF-8 throughout: read once
+
+    with path.open("ab") as handle:
+        handle.write("城关镇,中文\r\n".encode("gbk"))
+    assert detect_encoding(path) == "gb18030"
+    report = await import_file(db, path, kind="targets", actor="t", clock=clock, max_bytes=2 * MB)
+    full = await import_file(
+        db, path, kind="targets", actor="t", clock=clock, max_bytes=2 * MB, encoding="gb18030"
+    )
+    assert report.problem is not None and not report.applied
+    assert (report.problem, report.problem_params) == (full.problem, full.problem_params)
+    assert len(await stored(db)) == 30
 
 
 async def test_a_cell_longer_than_csv_allows_is_a_rejected_row(

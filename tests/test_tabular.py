@@ -19,7 +19,7 @@ from sqlmodel import col, func, select
 from bot import uscc
 from bot.clock import FrozenClock
 from bot.directories import import_file
-from storage import directory
+from storage import directory, tabular
 from storage.db import Database
 from storage.directory import SCHEMAS, Context, RowError
 from storage.models import Target
@@ -537,3 +537,101 @@ async def test_a_file_failing_half_way_writes_nothing(
     assert outcome.created == 7
     async with db.read() as session:
         assert (await session.exec(select(func.count()).select_from(Target))).one() == 7
+
+
+# --- a big file's chunks, checked a column at a time ---------------------------------------
+
+GOOD_CODES = codes(6)
+# Each target column's cells: mostly what the column check passes, and what it must leave to
+# the cell check (bad cells, values to normalise or convert the slow way).
+CELLS = [
+    ["甲公司", "乙公司", "", "名" * 301],
+    [*GOOD_CODES, "", GOOD_CODES[0].lower(), GOOD_CODES[1][:17] + "I", "123"],
+    ["有限责任公司", "产品", "", "类" * 65],
+    ["食品销售", ""],
+    ["城关路1号", "", "址" * 301],
+    ["城关镇", ""],
+    ["零售业", ""],
+    ["存续", "在业", "注销", "", "x" * 33],
+    ["A", "", "b类", "E"],
+    ["否", "是", "", "YES", "也许"],
+    ["否", "是", "√"],
+    ["0", "12", "", "007", "3.0", "３", "-1"],
+    ["", "食品;小作坊", "签" * 301],
+]
+
+
+def checker(ctx: Context = CTX) -> Any:
+    from sqlalchemy.dialects import sqlite
+
+    now = ctx.now
+    stamp = {"import_id": 1, "active": True, "created_at": now, "updated_at": now}
+    return directory._Checker(SCHEMAS["targets"], HEADER, ctx, sqlite.dialect(), stamp, 100)
+
+
+GOOD_CELLS = [GOOD_CODES if some is CELLS[1] else some[:2] for some in CELLS]
+good_rows = st.tuples(*(st.sampled_from(some) for some in GOOD_CELLS))
+any_rows = st.tuples(*(st.sampled_from(some) for some in CELLS))
+# Three rows in four good ones, so that many chunks pass the column checks.
+chunks = st.lists(st.one_of(good_rows, good_rows, good_rows, any_rows), min_size=1, max_size=6)
+
+
+@settings(deadline=None, max_examples=300)
+@given(chunks)
+def test_a_chunk_checked_by_columns_is_what_rows_give(rows: list[tuple[str, ...]]) -> None:
+    chunk = [(number, list(cells)) for number, cells in enumerate(rows, start=2)]
+    by_columns = checker()._by_columns(chunk)
+    by_rows = checker()._by_rows(chunk)
+    if by_columns is not None:
+        assert by_columns == by_rows
+        assert not by_rows.errors and by_rows.rejected_rows == 0
+
+
+def test_good_chunks_take_the_column_path_and_odd_ones_the_row_path() -> None:
+    good = [(n, target(f"企业{n}", code)) for n, code in enumerate(GOOD_CODES, start=2)]
+    check = checker()
+    batch = check._by_columns(good)
+    assert batch is not None and batch.total == len(good)
+    assert [row[check.key_index] for row in batch.rows] == GOOD_CODES
+    assert batch.numbers == [2, 3, 4, 5, 6, 7]
+    blank = [*good, (8, [""] * len(HEADER))]
+    repeated = [*good, (8, target("重复", GOOD_CODES[0]))]
+    short = [*good, (8, target("短", codes(7)[6])[:5])]
+    lower = [*good, (8, target("小写", codes(7)[6].lower()))]
+    for odd in (blank, repeated, short, lower):
+        assert check._by_columns(odd) is None
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(seeds, st.integers(0, 17), st.sampled_from(uscc.CHARSET + "I0"))))
+def test_the_column_uscc_sum_agrees_with_the_one_by_one(
+    changes: list[tuple[int, int, str]],
+) -> None:
+    found = []
+    for seed, position, char in changes:
+        code = uscc.generate(random.Random(seed))
+        found.append(code[:position] + char + code[position + 1 :])
+    assert directory._all_valid_uscc(found) == all(map(directory._valid_uscc, found))
+
+
+# --- reading a spreadsheet ahead (dsr import) ------------------------------------------------
+
+
+def test_a_sheet_read_ahead_is_the_sheet(tmp_path: Path) -> None:
+    path = write_sheet(tmp_path / "a.xlsx", {"A1": "名称", "A2": "甲"})
+    tabular.read_ahead(path, MB)
+    assert path in tabular._AHEAD
+    assert rows_of(path) == [(1, ["名称"]), (2, ["甲"])]
+    assert not tabular._AHEAD  # taken
+
+
+def test_a_broken_sheet_read_ahead_is_corrupt_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "broken.xlsx"
+    path.write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+    tabular.read_ahead(path, MB)
+    assert problem_of(path).key == "file_corrupt"
+    csv_file = tmp_path / "a.csv"
+    csv_file.write_text("名称\n甲\n", encoding="utf-8")
+    tabular.read_ahead(csv_file, MB)  # nothing to read ahead
+    tabular.read_ahead(tmp_path / "missing.xlsx", MB)  # open_rows says what is wrong
+    assert not tabular._AHEAD
