@@ -11,21 +11,25 @@ import gc
 import hashlib
 import json
 import math
+import multiprocessing
 import operator
 import re
 import secrets
 from bisect import insort
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from fractions import Fraction
 from functools import partial
-from itertools import chain, islice
-from typing import Any, NamedTuple
+from itertools import chain, compress, islice
+from multiprocessing.connection import Connection
+from typing import Any, ClassVar, NamedTuple, TypeVar, cast, overload
 
 ALGORITHM = "dsr-draw/1"
+
+T = TypeVar("T")
 
 CLASSES = ("A", "B", "C", "D")
 DEFAULT_CLASS_RATIOS: Mapping[str, Decimal] = {
@@ -58,6 +62,8 @@ NO_REPLACEMENT = "no_replacement"
 
 _SEED_RE = re.compile(r"[0-9a-f]{64}")
 _CLASS_SET = frozenset((*CLASSES, ""))
+_CODE_CLASSES = ("", *CLASSES)  # CandidateColumns: code = index here (+ FLAGGED)
+_CODE_PAIRS = tuple((c, f) for f in (False, True) for c in _CODE_CLASSES)  # by code
 
 
 class Policy(StrEnum):
@@ -99,6 +105,69 @@ class Candidate(NamedTuple):
     credit_class: str = ""  # "A".."D", "" when unclassified
     flagged: bool = False  # see is_flagged
     region: str = ""  # only used in cross-region mode
+
+
+class CandidateColumns(Sequence[Candidate]):
+    """Candidates as two columns, the way a big draw is read from the database: the keys, and
+    one byte per key for its (credit class, flagged) pair, `code()`. A million rows in this
+    form cost the reader two columns and no tuples kept, and the draw splits them into strata
+    with one C-level pass per stratum instead of a Python loop over the rows. Reading it as a
+    sequence gives `(key, credit_class, flagged)` tuples, like the other candidate rows."""
+
+    CLASS_CODES: ClassVar[Mapping[str, int]] = {c: n for n, c in enumerate(_CODE_CLASSES)}
+    FLAGGED: ClassVar[int] = len(_CODE_CLASSES)  # added to the class's code
+
+    def __init__(self, keys: list[str], codes: bytes) -> None:
+        if len(keys) != len(codes):
+            raise ValueError("one code per key")
+        if codes and max(codes) >= len(_CODE_PAIRS):
+            bad = next(k for k, c in zip(keys, codes, strict=True) if c >= len(_CODE_PAIRS))
+            raise ValueError(f"candidate {bad!r}: credit class is not A, B, C, D or blank")
+        self.keys = keys
+        self.codes = codes
+
+    @classmethod
+    def code(cls, credit_class: str, flagged: bool) -> int:
+        """The byte for one candidate (the database computes the same in SQL)."""
+        return cls.CLASS_CODES[credit_class] + (cls.FLAGGED if flagged else 0)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @overload
+    def __getitem__(self, index: int) -> Candidate: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Candidate]: ...
+
+    def __getitem__(self, index: int | slice) -> Candidate | Sequence[Candidate]:
+        if isinstance(index, slice):
+            return CandidateColumns(self.keys[index], self.codes[index])
+        return Candidate(self.keys[index], *_CODE_PAIRS[self.codes[index]])
+
+    def __iter__(self) -> Iterator[Candidate]:
+        classes = [c for c, _ in _CODE_PAIRS]
+        flags = [f for _, f in _CODE_PAIRS]
+        rows = zip(
+            self.keys,
+            map(classes.__getitem__, self.codes),
+            map(flags.__getitem__, self.codes),
+            strict=True,
+        )
+        return cast(Iterator[Candidate], rows)  # plain tuples, read by index like the rows
+
+    def strata(self, policy: Policy) -> dict[str, tuple[str, ...]]:
+        """Each stratum's keys, in this sequence's order (strata without a code: absent); as
+        tuples, which the record keeps without another copy."""
+        selectors: dict[str, bytearray] = {}
+        for code, (cls, flagged) in enumerate(_CODE_PAIRS):
+            name = stratum_of(Candidate("", cls, flagged), policy)
+            # A translation table from code to 1 (in the stratum) or 0 (not).
+            selectors.setdefault(name, bytearray(256))[code] = 1
+        return {
+            name: tuple(compress(self.keys, self.codes.translate(selector)))
+            for name, selector in selectors.items()
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,17 +232,16 @@ class Stratum:
     selected: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Pick:
-    """An accepted pick: `j` lets anyone recompute which index it came from."""
+class Pick(NamedTuple):
+    """An accepted pick: `j` lets anyone recompute which index it came from (a tuple, like
+    Candidate: a big draw makes ~100,000 of them, and read back, verify makes them again)."""
 
     cert_no: str
     j: int
 
 
-@dataclass(frozen=True)
-class Group:
-    """The inspectors drawn for one target, in pick order."""
+class Group(NamedTuple):
+    """The inspectors drawn for one target, in pick order (a tuple, as Pick)."""
 
     target: str
     picks: tuple[Pick, ...]
@@ -388,48 +456,31 @@ def _draw_targets(
     _check_seed(seed_hex)
 
     ratios = stratum_ratios(params)
-    buckets: dict[str, list[str]] = {name: [] for name in ratios}
-    # One dict lookup per candidate instead of branching: this loop runs a million times.
-    append = {
-        (cls, flagged): buckets[stratum_of(Candidate("", cls, flagged), params.policy)].append
-        for cls in _CLASS_SET
-        for flagged in (False, True)
-    }
     if not isinstance(candidates, Sequence):
         candidates = list(candidates)
-    try:
-        for c in candidates:
-            append[c[1], c[2]](c[0])
-    except KeyError:
-        bad = next(c for c in candidates if (c[1], c[2]) not in append)
-        raise ValueError(
-            f"candidate {bad[0]!r}: credit class {bad[1]!r} is not A, B, C, D or blank"
-        ) from None
-    # Candidates read in key order (the database's ORDER BY) need no sorting at all: each
-    # stratum is then a sorted subsequence, and strictly ascending keys are also unique.
-    every = [c[0] for c in candidates]
-    presorted = all(map(operator.lt, every, islice(every, 1, None)))
-
-    prefix = (seed_hex + ":").encode("utf-8")
-    strata: list[Stratum] = []
-    chosen: list[tuple[bytes, str]] = []
+    buckets, every, presorted = _buckets(candidates, params.policy, list(ratios))
+    jobs: list[_Ranking] = []
     for name, ratio in ratios.items():
         keys = buckets[name] if presorted else sorted(buckets[name])
         if keys and not keys[0]:
             raise ValueError("a candidate key is empty")
-        digest, encoded = _digest_and_split(keys)
-        if len(encoded) != len(keys):
+        job = _ranking(keys, quota(len(keys), ratio))
+        if job.newline:
             raise ValueError("a candidate key contains a newline")
-        q = quota(len(keys), ratio)
-        picked = _lowest(prefix, keys, encoded, q)
-        chosen.extend(picked)
-        strata.append(
-            Stratum(name, ratio, len(keys), q, digest, tuple(keys), tuple(k for _, k in picked))
-        )
+        jobs.append(job)
     if not presorted:
-        every = sorted(chain.from_iterable(s.candidates for s in strata))  # merges sorted runs
+        every = sorted(chain.from_iterable(j.keys for j in jobs))  # merges sorted runs
         if any(map(operator.eq, every, islice(every, 1, None))):
             raise ValueError("duplicate candidate keys")
+    selections, digest = _ranked(seed_hex, jobs, every)
+    strata: list[Stratum] = []
+    chosen: list[tuple[bytes, str]] = []
+    for (name, ratio), job, picked in zip(ratios.items(), jobs, selections, strict=True):
+        chosen.extend(picked)
+        selected = tuple(k for _, k in picked)
+        strata.append(
+            Stratum(name, ratio, len(job.keys), job.k, job.digest, tuple(job.keys), selected)
+        )
     chosen.sort()
     order = tuple(k for _, k in chosen)
     target_regions: dict[str, str] = {}
@@ -443,7 +494,7 @@ def _draw_targets(
         params=params,
         load_cap=0,
         candidate_count=len(every),
-        candidate_digest=_digest(every),
+        candidate_digest=digest,
         strata=tuple(strata),
         order=order,
         target_regions=target_regions,
@@ -523,19 +574,31 @@ def _verify(record: DrawRecord) -> list[str]:
     names = [s.name for s in record.strata]
     if names != list(ratios):
         problems.append(f"strata are {names}, policy {record.params.policy} needs {list(ratios)}")
-    prefix = (record.seed_hex + ":").encode("utf-8")
-    chosen: list[tuple[bytes, str]] = []
+    jobs: list[_Ranking] = []
     for s in record.strata:
-        problems.extend(_verify_stratum(s, ratios.get(s.name), prefix, chosen))
-
+        found, job = _check_stratum(s, ratios.get(s.name))
+        problems.extend(found)
+        if job is not None:
+            jobs.append(job)
     all_keys = sorted(chain.from_iterable(s.candidates for s in record.strata))
+    selections, digest = _ranked(record.seed_hex, jobs, all_keys)
+    chosen: list[tuple[bytes, str]] = []
+    for job, picked in zip(jobs, selections, strict=True):
+        chosen.extend(picked)
+        selected = tuple(k for _, k in picked)
+        if selected != job.selected:
+            problems.append(
+                f"stratum {job.name}: selected keys are not the {job.k} lowest ranks"
+                + _first_difference(job.selected, selected)
+            )
+
     if any(map(operator.eq, all_keys, islice(all_keys, 1, None))):
         problems.append("a candidate key appears in more than one stratum")
     if len(all_keys) != record.candidate_count:
         problems.append(
             f"candidate count is {record.candidate_count}, the strata hold {len(all_keys)}"
         )
-    if _digest(all_keys) != record.candidate_digest:
+    if digest != record.candidate_digest:
         problems.append("overall candidate digest does not match the strata's candidate keys")
     chosen.sort()
     order = tuple(k for _, k in chosen)
@@ -581,10 +644,8 @@ def _verify(record: DrawRecord) -> list[str]:
     return problems
 
 
-def _verify_stratum(
-    s: Stratum, ratio: Decimal | None, prefix: bytes, chosen: list[tuple[bytes, str]]
-) -> list[str]:
-    """One stratum's checks; appends its recomputed selection (with ranks) to `chosen`."""
+def _check_stratum(s: Stratum, ratio: Decimal | None) -> tuple[list[str], _Ranking | None]:
+    """One stratum's checks but the selection; what to rank for it (None: nothing can be)."""
     out: list[str] = []
     where = f"stratum {s.name}"
     if ratio is not None and ratio != s.ratio:
@@ -595,24 +656,16 @@ def _verify_stratum(
         keys = tuple(sorted(set(keys)))
     if len(keys) != s.count:
         out.append(f"{where}: count is {s.count}, it lists {len(keys)} candidates")
-    digest, encoded = _digest_and_split(keys)
-    if digest != s.digest:
-        out.append(f"{where}: candidate digest does not match its candidate keys")
-    if len(encoded) != len(keys) or (keys and not keys[0]):
-        out.append(f"{where}: a candidate key is empty or contains a newline")
-        return out
     q = quota(len(keys), s.ratio)
+    job = _ranking(keys, q, s.name, s.selected)
+    if job.digest != s.digest:
+        out.append(f"{where}: candidate digest does not match its candidate keys")
+    if job.newline or (keys and not keys[0]):
+        out.append(f"{where}: a candidate key is empty or contains a newline")
+        return out, None
     if q != s.quota:
         out.append(f"{where}: quota is {s.quota}, ceil({len(keys)} × {s.ratio}) = {q}")
-    picked = _lowest(prefix, keys, encoded, q)
-    chosen.extend(picked)
-    selected = tuple(k for _, k in picked)
-    if selected != s.selected:
-        out.append(
-            f"{where}: selected keys are not the {q} lowest ranks"
-            + _first_difference(s.selected, selected)
-        )
-    return out
+    return out, job
 
 
 def _compare(what: str, recorded: Sequence[Any], computed: Sequence[Any], label: Any) -> list[str]:
@@ -693,43 +746,185 @@ def _check_params(p: DrawParams) -> None:
         )
 
 
+def _buckets(
+    candidates: Sequence[Candidate], policy: Policy, names: list[str]
+) -> tuple[Mapping[str, Sequence[str]], list[str], bool]:
+    """Each stratum's keys, every key in input order, and whether that order is strictly
+    ascending: each stratum is then a sorted subsequence, and the keys are unique too."""
+    if isinstance(candidates, CandidateColumns) and _ascending(candidates.keys):
+        strata = candidates.strata(policy)
+        return {name: strata.get(name, ()) for name in names}, candidates.keys, True
+    buckets: dict[str, list[str]] = {name: [] for name in names}
+    # One dict lookup per candidate instead of branching: this loop runs a million times.
+    append = {
+        (cls, flagged): buckets[stratum_of(Candidate("", cls, flagged), policy)].append
+        for cls in _CLASS_SET
+        for flagged in (False, True)
+    }
+    try:
+        for c in candidates:
+            append[c[1], c[2]](c[0])
+    except KeyError:
+        bad = next(c for c in candidates if (c[1], c[2]) not in append)
+        raise ValueError(
+            f"candidate {bad[0]!r}: credit class {bad[1]!r} is not A, B, C, D or blank"
+        ) from None
+    # Candidates read in key order (the database's ORDER BY) need no sorting at all.
+    every = [c[0] for c in candidates]
+    return buckets, every, _ascending(every)
+
+
+def _ascending(keys: Sequence[str]) -> bool:
+    """Strictly ascending: sorted, and no key twice."""
+    return all(map(operator.lt, keys, islice(keys, 1, None)))
+
+
 def _digest(sorted_keys: Sequence[str]) -> str:
     """keys_digest for keys already sorted (a million-key sort is not free)."""
     return hashlib.sha256("\n".join(sorted_keys).encode("utf-8")).hexdigest()
 
 
-def _digest_and_split(keys: Sequence[str]) -> tuple[str, list[bytes]]:
-    """One join serves both the digest and the per-key UTF-8 bytes the ranks need."""
+class _Ranking(NamedTuple):
+    """One stratum to rank: its sorted keys joined as the digest hashes them, how many to draw;
+    for verify, its name and recorded selection."""
+
+    keys: Sequence[str]
+    data: bytes  # "\n".join(keys) in UTF-8: one join serves the digest and the ranks
+    k: int
+    digest: str
+    newline: bool  # a key contains one: the digest would no longer tell the keys apart
+    name: str
+    selected: tuple[str, ...]
+
+
+def _ranking(
+    keys: Sequence[str], k: int, name: str = "", selected: tuple[str, ...] = ()
+) -> _Ranking:
+    """A stratum's _Ranking: one join, one hash of it, one count of its newlines."""
     data = "\n".join(keys).encode("utf-8")
-    return hashlib.sha256(data).hexdigest(), (data.split(b"\n") if keys else [])
+    newline = bool(keys) and data.count(b"\n") != len(keys) - 1
+    return _Ranking(keys, data, k, hashlib.sha256(data).hexdigest(), newline, name, selected)
 
 
-def _lowest(
-    prefix: bytes, keys: Sequence[str], encoded: Sequence[bytes], k: int
-) -> list[tuple[bytes, str]]:
-    """The k lowest (rank, key) pairs in order: one hash per key, then a sort of about k."""
-    if k <= 0:
-        return []
+CHILD_FROM = 200_000
+"""Keys from which a forked child process does part of the hashing (`_ranked`). One SHA-256
+per key is most of a big draw's time and holds the interpreter lock (hashlib lets it go only
+for long inputs), so threads cannot share it; a forked child starts with the keys already in
+memory and sends back only the few ranks that can be drawn. Forking a big process costs tens
+of milliseconds: small draws (tests, a real county's strata) stay in-process."""
+
+CHILD_SHARE = 0.4
+"""The share of every stratum's keys the child ranks (it also computes the overall digest).
+The parent builds the record meanwhile, while the child starts later and pays for the pages
+it touches (copy-on-write); measured with bench/draw.py, the two then finish together."""
+
+
+def _ranked(
+    seed_hex: str, jobs: Sequence[_Ranking], every: Sequence[str]
+) -> tuple[list[list[tuple[bytes, str]]], str]:
+    """Per stratum, the k lowest (rank, key) pairs in order (one hash per key, then a sort of
+    about k), and the digest of `every` key (sorted). Big draws share the hashing with a
+    forked child (`CHILD_FROM`)."""
+    prefix = (seed_hex + ":").encode("utf-8")
     # Ranks are uniform, so the k lowest lie below k/n of the range plus a margin of ~6σ;
     # only those are kept and sorted. Exactness does not depend on it: too few → all of them.
-    share = (k + 6 * math.isqrt(k) + 16) / len(encoded)
-    below = _ranks_below(prefix, encoded, int(share * 2**256) if share < 1 else 2**256)
-    if len(below) < k:
-        below = _ranks_below(prefix, encoded, 2**256)
-    # `keys` is sorted, so equal ranks (never seen) fall back to the key through the index.
-    below.sort()
-    return [(rank, keys[i]) for rank, i in below[:k]]
+    cuts = [_cut(len(j.keys), j.k) for j in jobs]
+    datas = [j.data if j.k > 0 else b"" for j in jobs]  # no ranks for a stratum drawing none
+    if len(every) < CHILD_FROM:
+        found = [_ranks_below(prefix, d, 0, c) for d, c in zip(datas, cuts, strict=True)]
+        digest = _digest(every)
+    else:
+        # Each stratum's bytes are cut at a newline: the parent ranks the keys before it, the
+        # child those after it. Every key once, by one of the two: the same pairs, the same
+        # selection; and the parent never splits the child's share.
+        ends = [_newline_after(d, 1 - CHILD_SHARE) for d in datas]
+
+        def theirs() -> tuple[list[list[tuple[bytes, int]]], str]:
+            ranks = [
+                _ranks_below(prefix, d[e + 1 :], d.count(b"\n", 0, e) + 1, c)
+                for d, e, c in zip(datas, ends, cuts, strict=True)
+            ]
+            return ranks, _digest(every)
+
+        with _forked(theirs) as result:
+            mine = [
+                _ranks_below(prefix, d[:e], 0, c) for d, e, c in zip(datas, ends, cuts, strict=True)
+            ]
+            rest, digest = result()
+            found = [a + b for a, b in zip(mine, rest, strict=True)]
+    selections: list[list[tuple[bytes, str]]] = []
+    for j, below in zip(jobs, found, strict=True):
+        if j.k <= 0:
+            selections.append([])
+            continue
+        if len(below) < j.k:
+            below = _ranks_below(prefix, j.data, 0, 2**256)
+        # `keys` is sorted, so equal ranks (never seen) fall back to the key through the index.
+        below.sort()
+        selections.append([(rank, j.keys[i]) for rank, i in below[: j.k]])
+    return selections, digest
 
 
-def _ranks_below(prefix: bytes, encoded: Sequence[bytes], cut: int) -> list[tuple[bytes, int]]:
-    """(rank, index) of the keys whose rank, as a 256-bit number, is below `cut`."""
+def _cut(n: int, k: int) -> int:
+    """The rank (as a 256-bit number) below which the k lowest of n almost surely lie."""
+    share = (k + 6 * math.isqrt(max(k, 0)) + 16) / n if n else 1
+    return int(share * 2**256) if share < 1 else 2**256
+
+
+def _newline_after(data: bytes, share: float) -> int:
+    """The offset of the first newline after `share` of `data` (len(data) when none)."""
+    found = data.find(b"\n", int(len(data) * share))
+    return len(data) if found < 0 else found
+
+
+@contextmanager
+def _forked(work: Callable[[], T]) -> Iterator[Callable[[], T]]:
+    """Run `work` in a forked child while the caller does its own share; the callable yielded
+    waits for the child's result (or raises what stopped it)."""
+    # fork: the child starts at once with every key already in memory (copy-on-write).
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_send_result, args=(work, send), daemon=True)
+    child.start()
+    send.close()
+
+    def result() -> T:
+        try:
+            sent = receive.recv()
+        except EOFError:
+            raise RuntimeError("the ranking child process ended without a result") from None
+        if isinstance(sent, BaseException):
+            raise sent
+        return cast(T, sent)
+
+    try:
+        yield result
+    finally:
+        child.kill()  # nothing once it has sent its result: it is exiting
+        child.join()
+        receive.close()
+
+
+def _send_result(work: Callable[[], Any], out: Connection) -> None:
+    """The child's whole life: one result, or what stopped it."""
+    try:
+        out.send(work())
+    except Exception as error:  # the parent raises it
+        out.send(error)
+
+
+def _ranks_below(prefix: bytes, data: bytes, first: int, cut: int) -> list[tuple[bytes, int]]:
+    """(rank, index) of the newline-separated keys in `data`, numbered from `first`, whose
+    rank as a 256-bit number is below `cut`."""
+    if not data:
+        return []
     # Copying a hash that already holds the prefix is ~30% cheaper than hashing prefix + key;
     # digests compare as bytes in the same order as their hex forms and numbers.
     new = hashlib.sha256(prefix).copy
     limit = cut.to_bytes(32, "big") if cut < 2**256 else b"\xff" * 33  # above every digest
     below: list[tuple[bytes, int]] = []
     keep = below.append
-    for i, b in enumerate(encoded):  # the hot loop: a million times in a big draw
+    for i, b in enumerate(data.split(b"\n"), first):  # the hot loop: a million times, big draws
         h = new()
         h.update(b)
         rank = h.digest()
