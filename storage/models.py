@@ -86,7 +86,7 @@ class Target(SQLModel, table=True):
     complaints: int = 0
     tags: str = Field(default="", max_length=300)
     active: bool = True
-    import_id: int | None = Field(default=None, index=True)
+    import_id: int | None = None  # the latest import that saw it (no index: nothing looks it up)
     created_at: datetime
     updated_at: datetime
 
