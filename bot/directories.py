@@ -220,10 +220,13 @@ async def import_file(
             session.add(run)
     except FileProblem as problem:
         # A CSV that turns out unreadable half-way: the transaction is already rolled back.
+        await _failed(db, run, clock, problem.key)
         report.problem, report.problem_params = problem.key, {"name": name, **problem.params}
         report.applied = False
     except UnicodeDecodeError:
-        if source.guessed:  # (rolled back)
+        # (rolled back) A guessed UTF-8 is read again as GB18030, as a new import run.
+        await _failed(db, run, clock, "file_encoding")
+        if source.guessed:
             return await as_gb18030()
         report.problem, report.problem_params = "file_encoding", {"name": name}
         report.applied = False
@@ -233,6 +236,15 @@ async def import_file(
         report.error_file = write_error_report(report, folder / f"{Path(name).stem}.errors.xlsx")
     log.info("import %s from %s: %s", kind, name, report.outcome)
     return report
+
+
+async def _failed(db: Database, run: ImportRun, clock: Clock, problem: str) -> None:
+    """An import the file stopped half-way (nothing of it applied) is not left running."""
+    async with db.session() as session:
+        run.status = "failed"
+        run.summary = {"problem": problem}
+        run.finished_at = clock.now()
+        session.add(run)
 
 
 def _fill_run(run: ImportRun, outcome: Outcome, clock: Clock) -> None:

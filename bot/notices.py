@@ -500,8 +500,10 @@ class Route(NamedTuple):
 
 
 def _unique(chats: Iterable[int], *, without: Iterable[int] = ()) -> tuple[int, ...]:
-    skip = set(without)
-    return tuple(c for c in dict.fromkeys(chats) if c not in skip)
+    found = dict.fromkeys(chats)
+    for chat in without:
+        found.pop(chat, None)
+    return tuple(found)
 
 
 def _responsible_chats(duty: DutyRow, subject: Subject | None, people: People) -> tuple[int, ...]:

@@ -25,7 +25,7 @@ from bot.clock import FrozenClock
 from bot.directories import import_file
 from storage import directory
 from storage.db import Database, alembic_config, head_revision
-from storage.models import Target
+from storage.models import ImportRun, Target
 from storage.tabular import detect_encoding
 from tests.test_tabular import HEADER, MB, codes, stored, target, write_targets
 
@@ -129,6 +129,15 @@ async def test_a_csv_utf8_only_at_the_start_is_read_as_gb18030_like_a_full_check
     assert report.problem is not None and not report.applied
     assert (report.problem, report.problem_params) == (full.problem, full.problem_params)
     assert len(await stored(db)) == 30
+    async with db.read() as session:  # no run is left "running": each says how it ended
+        runs = (await session.exec(select(ImportRun).order_by(col(ImportRun.id)))).all()
+    # The UTF-8 guess failed half-way; read again as GB18030, the file stops at its header
+    # check, before a run begins (as the full check's import does).
+    assert [(r.status, r.summary.get("problem")) for r in runs] == [
+        ("done", None),
+        ("failed", "file_encoding"),
+    ]
+    assert all(r.finished_at is not None for r in runs)
 
 
 async def test_a_cell_longer_than_csv_allows_is_a_rejected_row(
