@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from fractions import Fraction
 from functools import partial
-from itertools import chain, compress, islice
+from itertools import chain, islice, repeat
 from multiprocessing.connection import Connection
 from typing import Any, ClassVar, NamedTuple, TypeVar, cast, overload
 
@@ -107,32 +107,34 @@ class Candidate(NamedTuple):
     region: str = ""  # only used in cross-region mode
 
 
-class CandidateColumns(Sequence[Candidate]):
-    """Candidates as two columns, the way a big draw is read from the database: the keys, and
-    one byte per key for its (credit class, flagged) pair, `code()`. A million rows in this
-    form cost the reader two columns and no tuples kept, and the draw splits them into strata
-    with one C-level pass per stratum instead of a Python loop over the rows. Reading it as a
-    sequence gives `(key, credit_class, flagged)` tuples, like the other candidate rows."""
+class CandidateGroups(Sequence[Candidate]):
+    """Candidates the way the database hands a big draw its keys most cheaply: per (credit
+    class, flagged) pair, by its code (`code()`), that pair's keys in ascending order. A million
+    candidates cost the reader a few long strings instead of a million rows, and the draw finds
+    each stratum's keys already apart. As a sequence: `(key, credit_class, flagged)` tuples,
+    group after group (not in key order)."""
 
     CLASS_CODES: ClassVar[Mapping[str, int]] = {c: n for n, c in enumerate(_CODE_CLASSES)}
     FLAGGED: ClassVar[int] = len(_CODE_CLASSES)  # added to the class's code
+    CODES: ClassVar[range] = range(len(_CODE_PAIRS))
 
-    def __init__(self, keys: list[str], codes: bytes) -> None:
-        if len(keys) != len(codes):
-            raise ValueError("one code per key")
-        if codes and max(codes) >= len(_CODE_PAIRS):
-            bad = next(k for k, c in zip(keys, codes, strict=True) if c >= len(_CODE_PAIRS))
-            raise ValueError(f"candidate {bad!r}: credit class is not A, B, C, D or blank")
-        self.keys = keys
-        self.codes = codes
+    def __init__(self, groups: Mapping[int, Sequence[str]]) -> None:
+        if not set(groups) <= set(self.CODES):
+            raise ValueError(f"unknown candidate codes: {sorted(set(groups) - set(self.CODES))}")
+        self.groups = {code: keys for code, keys in sorted(groups.items()) if keys}
+        self._count = sum(map(len, self.groups.values()))
 
     @classmethod
     def code(cls, credit_class: str, flagged: bool) -> int:
-        """The byte for one candidate (the database computes the same in SQL)."""
+        """A (credit class, flagged) pair's code (the database computes the same in SQL)."""
         return cls.CLASS_CODES[credit_class] + (cls.FLAGGED if flagged else 0)
 
+    def keys(self) -> Iterator[str]:
+        """Every key, group after group."""
+        return chain.from_iterable(self.groups.values())
+
     def __len__(self) -> int:
-        return len(self.keys)
+        return self._count
 
     @overload
     def __getitem__(self, index: int) -> Candidate: ...
@@ -142,32 +144,20 @@ class CandidateColumns(Sequence[Candidate]):
 
     def __getitem__(self, index: int | slice) -> Candidate | Sequence[Candidate]:
         if isinstance(index, slice):
-            return CandidateColumns(self.keys[index], self.codes[index])
-        return Candidate(self.keys[index], *_CODE_PAIRS[self.codes[index]])
+            return list(self)[index]
+        n = index + self._count if index < 0 else index
+        for code, keys in self.groups.items():
+            if 0 <= n < len(keys):
+                return cast(Candidate, (keys[n], *_CODE_PAIRS[code]))  # as __iter__ gives it
+            n -= len(keys)
+        raise IndexError("candidate index out of range")
 
     def __iter__(self) -> Iterator[Candidate]:
-        classes = [c for c, _ in _CODE_PAIRS]
-        flags = [f for _, f in _CODE_PAIRS]
-        rows = zip(
-            self.keys,
-            map(classes.__getitem__, self.codes),
-            map(flags.__getitem__, self.codes),
-            strict=True,
+        rows = chain.from_iterable(
+            zip(keys, repeat(_CODE_PAIRS[code][0]), repeat(_CODE_PAIRS[code][1]))
+            for code, keys in self.groups.items()
         )
-        return cast(Iterator[Candidate], rows)  # plain tuples, read by index like the rows
-
-    def strata(self, policy: Policy) -> dict[str, tuple[str, ...]]:
-        """Each stratum's keys, in this sequence's order (strata without a code: absent); as
-        tuples, which the record keeps without another copy."""
-        selectors: dict[str, bytearray] = {}
-        for code, (cls, flagged) in enumerate(_CODE_PAIRS):
-            name = stratum_of(Candidate("", cls, flagged), policy)
-            # A translation table from code to 1 (in the stratum) or 0 (not).
-            selectors.setdefault(name, bytearray(256))[code] = 1
-        return {
-            name: tuple(compress(self.keys, self.codes.translate(selector)))
-            for name, selector in selectors.items()
-        }
+        return cast(Iterator[Candidate], rows)  # plain tuples, read by index like rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,28 +448,23 @@ def _draw_targets(
     ratios = stratum_ratios(params)
     if not isinstance(candidates, Sequence):
         candidates = list(candidates)
-    buckets, every, presorted = _buckets(candidates, params.policy, list(ratios))
-    jobs: list[_Ranking] = []
-    for name, ratio in ratios.items():
-        keys = buckets[name] if presorted else sorted(buckets[name])
+    strata_in: list[_Stratum] = []
+    for name, keys in _strata_keys(candidates, params.policy, ratios).items():
         if keys and not keys[0]:
             raise ValueError("a candidate key is empty")
-        job = _ranking(keys, quota(len(keys), ratio))
-        if job.newline:
+        strata_in.append(_stratum(keys, quota(len(keys), ratios[name]), name))
+        if strata_in[-1].newline:
             raise ValueError("a candidate key contains a newline")
-        jobs.append(job)
-    if not presorted:
-        every = sorted(chain.from_iterable(j.keys for j in jobs))  # merges sorted runs
-        if any(map(operator.eq, every, islice(every, 1, None))):
-            raise ValueError("duplicate candidate keys")
-    selections, digest = _ranked(seed_hex, jobs, every)
+    selections, every = _ranked(seed_hex, strata_in, [s.keys for s in strata_in])
+    if every.repeated:
+        raise ValueError("duplicate candidate keys")
     strata: list[Stratum] = []
     chosen: list[tuple[bytes, str]] = []
-    for (name, ratio), job, picked in zip(ratios.items(), jobs, selections, strict=True):
+    for s, picked in zip(strata_in, selections, strict=True):
         chosen.extend(picked)
         selected = tuple(k for _, k in picked)
         strata.append(
-            Stratum(name, ratio, len(job.keys), job.k, job.digest, tuple(job.keys), selected)
+            Stratum(s.name, ratios[s.name], len(s.keys), s.k, s.digest, tuple(s.keys), selected)
         )
     chosen.sort()
     order = tuple(k for _, k in chosen)
@@ -493,8 +478,8 @@ def _draw_targets(
         commitment=commitment(seed_hex),
         params=params,
         load_cap=0,
-        candidate_count=len(every),
-        candidate_digest=digest,
+        candidate_count=every.size,
+        candidate_digest=every.digest,
         strata=tuple(strata),
         order=order,
         target_regions=target_regions,
@@ -574,31 +559,29 @@ def _verify(record: DrawRecord) -> list[str]:
     names = [s.name for s in record.strata]
     if names != list(ratios):
         problems.append(f"strata are {names}, policy {record.params.policy} needs {list(ratios)}")
-    jobs: list[_Ranking] = []
+    checked: list[_Stratum] = []
     for s in record.strata:
-        found, job = _check_stratum(s, ratios.get(s.name))
-        problems.extend(found)
-        if job is not None:
-            jobs.append(job)
-    all_keys = sorted(chain.from_iterable(s.candidates for s in record.strata))
-    selections, digest = _ranked(record.seed_hex, jobs, all_keys)
+        found_problems, stratum = _check_stratum(s, ratios.get(s.name))
+        problems.extend(found_problems)
+        if stratum is not None:
+            checked.append(stratum)
+    selections, every = _ranked(record.seed_hex, checked, [s.candidates for s in record.strata])
     chosen: list[tuple[bytes, str]] = []
-    for job, picked in zip(jobs, selections, strict=True):
+    for c, picked in zip(checked, selections, strict=True):
         chosen.extend(picked)
         selected = tuple(k for _, k in picked)
-        if selected != job.selected:
+        if selected != c.selected:
             problems.append(
-                f"stratum {job.name}: selected keys are not the {job.k} lowest ranks"
-                + _first_difference(job.selected, selected)
+                f"stratum {c.name}: selected keys are not the {c.k} lowest ranks"
+                + _first_difference(c.selected, selected)
             )
-
-    if any(map(operator.eq, all_keys, islice(all_keys, 1, None))):
+    if every.repeated:
         problems.append("a candidate key appears in more than one stratum")
-    if len(all_keys) != record.candidate_count:
+    if every.size != record.candidate_count:
         problems.append(
-            f"candidate count is {record.candidate_count}, the strata hold {len(all_keys)}"
+            f"candidate count is {record.candidate_count}, the strata hold {every.size}"
         )
-    if digest != record.candidate_digest:
+    if every.digest != record.candidate_digest:
         problems.append("overall candidate digest does not match the strata's candidate keys")
     chosen.sort()
     order = tuple(k for _, k in chosen)
@@ -644,7 +627,7 @@ def _verify(record: DrawRecord) -> list[str]:
     return problems
 
 
-def _check_stratum(s: Stratum, ratio: Decimal | None) -> tuple[list[str], _Ranking | None]:
+def _check_stratum(s: Stratum, ratio: Decimal | None) -> tuple[list[str], _Stratum | None]:
     """One stratum's checks but the selection; what to rank for it (None: nothing can be)."""
     out: list[str] = []
     where = f"stratum {s.name}"
@@ -657,15 +640,15 @@ def _check_stratum(s: Stratum, ratio: Decimal | None) -> tuple[list[str], _Ranki
     if len(keys) != s.count:
         out.append(f"{where}: count is {s.count}, it lists {len(keys)} candidates")
     q = quota(len(keys), s.ratio)
-    job = _ranking(keys, q, s.name, s.selected)
-    if job.digest != s.digest:
+    checked = _stratum(keys, q, s.name, s.selected)
+    if checked.digest != s.digest:
         out.append(f"{where}: candidate digest does not match its candidate keys")
-    if job.newline or (keys and not keys[0]):
+    if checked.newline or (keys and not keys[0]):
         out.append(f"{where}: a candidate key is empty or contains a newline")
         return out, None
     if q != s.quota:
         out.append(f"{where}: quota is {s.quota}, ceil({len(keys)} × {s.ratio}) = {q}")
-    return out, job
+    return out, checked
 
 
 def _compare(what: str, recorded: Sequence[Any], computed: Sequence[Any], label: Any) -> list[str]:
@@ -746,32 +729,38 @@ def _check_params(p: DrawParams) -> None:
         )
 
 
-def _buckets(
-    candidates: Sequence[Candidate], policy: Policy, names: list[str]
-) -> tuple[Mapping[str, Sequence[str]], list[str], bool]:
-    """Each stratum's keys, every key in input order, and whether that order is strictly
-    ascending: each stratum is then a sorted subsequence, and the keys are unique too."""
-    if isinstance(candidates, CandidateColumns) and _ascending(candidates.keys):
-        strata = candidates.strata(policy)
-        return {name: strata.get(name, ()) for name in names}, candidates.keys, True
-    buckets: dict[str, list[str]] = {name: [] for name in names}
-    # One dict lookup per candidate instead of branching: this loop runs a million times.
-    append = {
-        (cls, flagged): buckets[stratum_of(Candidate("", cls, flagged), policy)].append
-        for cls in _CLASS_SET
-        for flagged in (False, True)
+def _strata_keys(
+    candidates: Sequence[Candidate], policy: Policy, names: Iterable[str]
+) -> dict[str, Sequence[str]]:
+    """Each stratum's keys, sorted (repeated keys are left for `_whole` to find)."""
+    buckets: dict[str, list[Sequence[str]]] = {name: [] for name in names}
+    if isinstance(candidates, CandidateGroups):
+        for code, keys in candidates.groups.items():
+            buckets[stratum_of(Candidate("", *_CODE_PAIRS[code]), policy)].append(keys)
+    else:
+        rows: dict[str, list[str]] = {name: [] for name in buckets}
+        # One dict lookup per candidate instead of branching: this loop runs a million times.
+        append = {
+            (cls, flagged): rows[stratum_of(Candidate("", cls, flagged), policy)].append
+            for cls in _CLASS_SET
+            for flagged in (False, True)
+        }
+        try:
+            for c in candidates:
+                append[c[1], c[2]](c[0])
+        except KeyError:
+            bad = next(c for c in candidates if (c[1], c[2]) not in append)
+            raise ValueError(
+                f"candidate {bad[0]!r}: credit class {bad[1]!r} is not A, B, C, D or blank"
+            ) from None
+        for name, keys in rows.items():
+            buckets[name].append(keys)
+    # Keys read in key order (the database's ORDER BY) are not sorted again: checking that
+    # they ascend is one pass; several runs of a stratum are merged (a sort of sorted runs).
+    return {
+        name: runs[0] if len(runs) == 1 and _ascending(runs[0]) else sorted(chain(*runs))
+        for name, runs in buckets.items()
     }
-    try:
-        for c in candidates:
-            append[c[1], c[2]](c[0])
-    except KeyError:
-        bad = next(c for c in candidates if (c[1], c[2]) not in append)
-        raise ValueError(
-            f"candidate {bad[0]!r}: credit class {bad[1]!r} is not A, B, C, D or blank"
-        ) from None
-    # Candidates read in key order (the database's ORDER BY) need no sorting at all.
-    every = [c[0] for c in candidates]
-    return buckets, every, _ascending(every)
 
 
 def _ascending(keys: Sequence[str]) -> bool:
@@ -784,90 +773,101 @@ def _digest(sorted_keys: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted_keys).encode("utf-8")).hexdigest()
 
 
-class _Ranking(NamedTuple):
-    """One stratum to rank: its sorted keys joined as the digest hashes them, how many to draw;
-    for verify, its name and recorded selection."""
+class _Stratum(NamedTuple):
+    """One stratum being drawn or checked: its sorted keys joined as the digest hashes them,
+    how many to draw; for verify, its name and recorded selection."""
 
     keys: Sequence[str]
     data: bytes  # "\n".join(keys) in UTF-8: one join serves the digest and the ranks
-    k: int
     digest: str
     newline: bool  # a key contains one: the digest would no longer tell the keys apart
+    k: int
     name: str
-    selected: tuple[str, ...]
+    selected: tuple[str, ...] = ()
 
 
-def _ranking(
-    keys: Sequence[str], k: int, name: str = "", selected: tuple[str, ...] = ()
-) -> _Ranking:
-    """A stratum's _Ranking: one join, one hash of it, one count of its newlines."""
+def _stratum(keys: Sequence[str], k: int, name: str, selected: tuple[str, ...] = ()) -> _Stratum:
+    """One join, one hash of it, one count of its newlines."""
     data = "\n".join(keys).encode("utf-8")
     newline = bool(keys) and data.count(b"\n") != len(keys) - 1
-    return _Ranking(keys, data, k, hashlib.sha256(data).hexdigest(), newline, name, selected)
+    return _Stratum(keys, data, hashlib.sha256(data).hexdigest(), newline, k, name, selected)
+
+
+class _Whole(NamedTuple):
+    """What the draw and verify need of all the candidates together."""
+
+    size: int
+    digest: str  # of every key, sorted
+    repeated: bool  # some key is in the candidates twice
+
+
+def _whole(keys: Sequence[Sequence[str]]) -> _Whole:
+    """Every key of these sorted runs (strata), merged: their count, digest and repeats."""
+    every = sorted(chain.from_iterable(keys))
+    repeated = any(map(operator.eq, every, islice(every, 1, None)))
+    return _Whole(len(every), _digest(every), repeated)
 
 
 CHILD_FROM = 200_000
-"""Keys from which a forked child process does part of the hashing (`_ranked`). One SHA-256
-per key is most of a big draw's time and holds the interpreter lock (hashlib lets it go only
-for long inputs), so threads cannot share it; a forked child starts with the keys already in
-memory and sends back only the few ranks that can be drawn. Forking a big process costs tens
-of milliseconds: small draws (tests, a real county's strata) stay in-process."""
+"""Candidates from which a forked child process does part of the hashing (`_ranked`). One
+SHA-256 per key is most of a big draw's time and holds the interpreter lock (hashlib lets it
+go only for long inputs), so threads cannot share it; a forked child starts with the keys
+already in memory and sends back only the few ranks that can be drawn. Forking a big process
+costs tens of milliseconds: small draws (tests, a real county's strata) stay in-process."""
 
-CHILD_SHARE = 0.4
-"""The share of every stratum's keys the child ranks (it also computes the overall digest).
-The parent builds the record meanwhile, while the child starts later and pays for the pages
-it touches (copy-on-write); measured with bench/draw.py, the two then finish together."""
+CHILD_SHARE = 0.3
+"""The share of every stratum's keys the child ranks; it also merges every key for the overall
+digest. The child pays for the pages it touches (copy-on-write): measured with bench/draw.py,
+the two then finish together."""
 
 
 def _ranked(
-    seed_hex: str, jobs: Sequence[_Ranking], every: Sequence[str]
-) -> tuple[list[list[tuple[bytes, str]]], str]:
+    seed_hex: str, strata: Sequence[_Stratum], whole: Sequence[Sequence[str]]
+) -> tuple[list[list[tuple[bytes, str]]], _Whole]:
     """Per stratum, the k lowest (rank, key) pairs in order (one hash per key, then a sort of
-    about k), and the digest of `every` key (sorted). Big draws share the hashing with a
-    forked child (`CHILD_FROM`)."""
+    about k), and `_whole(whole)`. Big draws share the work with a forked child (`CHILD_FROM`)."""
     prefix = (seed_hex + ":").encode("utf-8")
     # Ranks are uniform, so the k lowest lie below k/n of the range plus a margin of ~6σ;
     # only those are kept and sorted. Exactness does not depend on it: too few → all of them.
-    cuts = [_cut(len(j.keys), j.k) for j in jobs]
-    datas = [j.data if j.k > 0 else b"" for j in jobs]  # no ranks for a stratum drawing none
-    if len(every) < CHILD_FROM:
+    cuts = [_cut(len(s.keys), s.k) for s in strata]
+    datas = [s.data if s.k > 0 else b"" for s in strata]  # no ranks for a stratum drawing none
+    if sum(map(len, whole)) < CHILD_FROM:
         found = [_ranks_below(prefix, d, 0, c) for d, c in zip(datas, cuts, strict=True)]
-        digest = _digest(every)
+        every = _whole(whole)
     else:
         # Each stratum's bytes are cut at a newline: the parent ranks the keys before it, the
         # child those after it. Every key once, by one of the two: the same pairs, the same
-        # selection; and the parent never splits the child's share.
+        # selection; and neither splits the other's share.
         ends = [_newline_after(d, 1 - CHILD_SHARE) for d in datas]
 
-        def theirs() -> tuple[list[list[tuple[bytes, int]]], str]:
+        def theirs() -> tuple[list[list[tuple[bytes, int]]], _Whole]:
             ranks = [
                 _ranks_below(prefix, d[e + 1 :], d.count(b"\n", 0, e) + 1, c)
                 for d, e, c in zip(datas, ends, cuts, strict=True)
             ]
-            return ranks, _digest(every)
+            return ranks, _whole(whole)
 
         with _forked(theirs) as result:
             mine = [
                 _ranks_below(prefix, d[:e], 0, c) for d, e, c in zip(datas, ends, cuts, strict=True)
             ]
-            rest, digest = result()
+            rest, every = result()
             found = [a + b for a, b in zip(mine, rest, strict=True)]
     selections: list[list[tuple[bytes, str]]] = []
-    for j, below in zip(jobs, found, strict=True):
-        if j.k <= 0:
-            selections.append([])
-            continue
-        if len(below) < j.k:
-            below = _ranks_below(prefix, j.data, 0, 2**256)
-        # `keys` is sorted, so equal ranks (never seen) fall back to the key through the index.
-        below.sort()
-        selections.append([(rank, j.keys[i]) for rank, i in below[: j.k]])
-    return selections, digest
+    for s, below in zip(strata, found, strict=True):
+        if len(below) < s.k:  # never seen
+            below = _ranks_below(prefix, s.data, 0, 2**256)
+        # The keys are sorted, so equal ranks (never seen) fall back to the key by the index.
+        selections.append([(rank, s.keys[i]) for rank, i in sorted(below)[: s.k]])
+    return selections, every
 
 
 def _cut(n: int, k: int) -> int:
-    """The rank (as a 256-bit number) below which the k lowest of n almost surely lie."""
-    share = (k + 6 * math.isqrt(max(k, 0)) + 16) / n if n else 1
+    """The rank (as a 256-bit number) below which the k lowest of n ranks lie, but for a
+    chance of about 10^-9: ranks are uniform, so k/n of the range plus ~6σ."""
+    if k <= 0:
+        return 0
+    share = (k + 6 * math.isqrt(k) + 16) / n
     return int(share * 2**256) if share < 1 else 2**256
 
 
@@ -875,6 +875,26 @@ def _newline_after(data: bytes, share: float) -> int:
     """The offset of the first newline after `share` of `data` (len(data) when none)."""
     found = data.find(b"\n", int(len(data) * share))
     return len(data) if found < 0 else found
+
+
+def _ranks_below(prefix: bytes, data: bytes, first: int, cut: int) -> list[tuple[bytes, int]]:
+    """(rank, index) of the newline-separated keys in `data`, numbered from `first`, whose
+    rank as a 256-bit number is below `cut`."""
+    if not data or cut <= 0:
+        return []
+    # Copying a hash that already holds the prefix is ~30% cheaper than hashing prefix + key;
+    # digests compare as bytes in the same order as their hex forms and numbers.
+    new = hashlib.sha256(prefix).copy
+    limit = cut.to_bytes(32, "big") if cut < 2**256 else b"\xff" * 33  # above every digest
+    below: list[tuple[bytes, int]] = []
+    keep = below.append
+    for i, b in enumerate(data.split(b"\n"), first):  # the hot loop: a million times, big draws
+        h = new()
+        h.update(b)
+        rank = h.digest()
+        if rank < limit:
+            keep((rank, i))
+    return below
 
 
 @contextmanager
@@ -911,26 +931,6 @@ def _send_result(work: Callable[[], Any], out: Connection) -> None:
         out.send(work())
     except Exception as error:  # the parent raises it
         out.send(error)
-
-
-def _ranks_below(prefix: bytes, data: bytes, first: int, cut: int) -> list[tuple[bytes, int]]:
-    """(rank, index) of the newline-separated keys in `data`, numbered from `first`, whose
-    rank as a 256-bit number is below `cut`."""
-    if not data:
-        return []
-    # Copying a hash that already holds the prefix is ~30% cheaper than hashing prefix + key;
-    # digests compare as bytes in the same order as their hex forms and numbers.
-    new = hashlib.sha256(prefix).copy
-    limit = cut.to_bytes(32, "big") if cut < 2**256 else b"\xff" * 33  # above every digest
-    below: list[tuple[bytes, int]] = []
-    keep = below.append
-    for i, b in enumerate(data.split(b"\n"), first):  # the hot loop: a million times, big draws
-        h = new()
-        h.update(b)
-        rank = h.digest()
-        if rank < limit:
-            keep((rank, i))
-    return below
 
 
 def _cover(dneed: int, tneed: int, seats: int, profiles: dict[tuple[int, int], int]) -> bool:

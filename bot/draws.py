@@ -23,8 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from itertools import compress
-from operator import itemgetter
+from itertools import filterfalse
 from typing import Any
 
 from sqlalchemy import Table, Text, case, insert, or_
@@ -243,8 +242,8 @@ def region_key(region: str, stems: Sequence[str]) -> str:
 class CandidateSet:
     """The draw's candidates in `Candidate` field order (key, class, flagged, region).
 
-    In the common case (no 异地交叉, no tag filter) a `dsr.CandidateColumns`: a million named
-    tuples cost a second, a million rows kept most of one; it reads as (key, class, flagged)
+    In the common case (no 异地交叉, no tag filter) a `dsr.CandidateGroups`: a million named
+    tuples cost a second, a million rows most of one; it reads as (key, class, flagged)
     tuples. Read candidates by index either way.
     """
 
@@ -252,8 +251,8 @@ class CandidateSet:
     excluded: Counter[str]
 
     def keys(self) -> Iterator[str]:
-        if isinstance(self.candidates, dsr.CandidateColumns):
-            return iter(self.candidates.keys)
+        if isinstance(self.candidates, dsr.CandidateGroups):
+            return self.candidates.keys()
         return (c[0] for c in self.candidates)
 
 
@@ -320,24 +319,12 @@ async def candidates(session: AsyncSession, task: Task, mode: Mode) -> Candidate
     dialect = _dialect(session)
     counter: Counter[str] = Counter()
     if not cross and not tags:
-        # The common case, a million rows at county scale: two columns, the key and one small
-        # number for its stratum inputs (dsr.CandidateColumns), cheaper to read than the
-        # class and the flag, and turned into two columns at C speed while no row is kept.
-        codes = dsr.CandidateColumns
-        code = case(codes.CLASS_CODES, value=Target.credit_class, else_=255) + case(
-            (flagged, codes.FLAGGED), else_=0
-        )
-        with paused_gc():
-            rows = await fetch_rows(session, _scope([Target.key, code], task, dialect))
-            keys = list(map(itemgetter(0), rows))
-            column = bytes(map(itemgetter(1), rows))
-            del rows  # freed while the collector is paused: it never has to look at them
-            if excluded:
-                out = bytes(map(excluded.__contains__, keys))  # 1: excluded
-                counter.update(map(excluded.__getitem__, compress(keys, out)))
-                keep = out.translate(_INVERT)
-                keys, column = list(compress(keys, keep)), bytes(compress(column, keep))
-            return CandidateSet(codes(keys, column), counter)
+        groups = await _candidate_groups(session, task, flagged, dialect)
+        if excluded:
+            for code, keys in groups.items():
+                counter.update(map(excluded.__getitem__, filter(excluded.__contains__, keys)))
+                groups[code] = list(filterfalse(excluded.__contains__, keys))
+        return CandidateSet(dsr.CandidateGroups(groups), counter)
     # 异地交叉 and tag filters need a column each and a look at every row.
     columns: list[Any] = [Target.key, Target.credit_class, case((flagged, True), else_=False)]
     if cross:
@@ -361,7 +348,40 @@ async def candidates(session: AsyncSession, task: Task, mode: Mode) -> Candidate
     return CandidateSet(found, counter)
 
 
-_INVERT = bytes([1, 0]) + bytes(254)  # bytes.translate table: 0 ↔ 1
+async def _candidate_groups(
+    session: AsyncSession, task: Task, flagged: Any, dialect: str
+) -> dict[int, list[str]]:
+    """The candidates in scope per (credit class, flagged) code (dsr.CandidateGroups), read as
+    one row: per code, its keys joined with newlines and their count.
+
+    A million candidates as rows cost the driver a tuple each (more than reading the keys
+    alone, and the draw then splits them into strata); here the database joins each code's
+    keys and the reader only splits ten strings. The keys come in key order from the ordered
+    subquery; the draw checks that (and would sort them), so it is not taken on trust. The
+    counts find a key with a newline, which would split in two.
+    """
+    groups = dsr.CandidateGroups
+    code = case(groups.CLASS_CODES, value=Target.credit_class, else_=len(groups.CODES)) + case(
+        (flagged, groups.FLAGGED), else_=0
+    )
+    scoped = _scope([Target.key, code.label("code")], task, dialect).subquery()
+    joined = [
+        func.aggregate_strings(scoped.c.key, "\n").filter(scoped.c.code == c) for c in groups.CODES
+    ]
+    counts = [func.count().filter(scoped.c.code == c) for c in groups.CODES]
+    other = func.count().filter(scoped.c.code >= len(groups.CODES))  # another credit class
+    with paused_gc():
+        ((*found, bad),) = await fetch_rows(session, sql_select(*joined, *counts, other))
+    if bad:
+        raise ValueError(f"{bad} candidate(s) with a credit class other than A, B, C, D or blank")
+    out: dict[int, list[str]] = {}
+    for c in groups.CODES:
+        text_, n = found[c], found[len(groups.CODES) + c]
+        keys = text_.split("\n") if n else []
+        if len(keys) != n:
+            raise ValueError("a candidate key contains a newline")
+        out[c] = keys
+    return out
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""The big-draw paths change nothing: ranks shared with a forked child, candidates as columns.
+"""The big-draw paths change nothing: ranks shared with a forked child, candidates in groups.
 
 `CHILD_FROM` is lowered here so that a few thousand candidates take the child path that a
 million take in production; every record is compared with the in-process one.
@@ -16,7 +16,7 @@ import pytest
 import bot.draw as dsr
 from bot.draw import (
     Candidate,
-    CandidateColumns,
+    CandidateGroups,
     DrawParams,
     Inspector,
     Policy,
@@ -37,10 +37,12 @@ def _candidates(n: int) -> list[Candidate]:
     return [Candidate(k, rng.choice(["A", "B", "C", "D", ""]), rng.random() < 0.1) for k in keys]
 
 
-def _columns(cands: list[Candidate]) -> CandidateColumns:
-    return CandidateColumns(
-        [c.key for c in cands], bytes(CandidateColumns.code(c[1], c[2]) for c in cands)
-    )
+def _groups(cands: list[Candidate]) -> CandidateGroups:
+    """As the database reads them: per (class, flagged) code, the keys in key order."""
+    groups: dict[int, list[str]] = {}
+    for c in cands:
+        groups.setdefault(CandidateGroups.code(c[1], c[2]), []).append(c.key)
+    return CandidateGroups(groups)
 
 
 @pytest.fixture
@@ -120,26 +122,29 @@ def test_a_failing_child_fails_the_draw(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 @pytest.mark.parametrize("policy", list(Policy))
-def test_columns_draw_like_the_rows_they_stand_for(policy: Policy) -> None:
+def test_groups_draw_like_the_rows_they_stand_for(policy: Policy) -> None:
     cands = _candidates(1500)
     params = DrawParams(policy=policy, flat_ratio=Decimal("0.05"))
-    columns = _columns(cands)
-    assert list(columns) == [tuple(c[:3]) for c in cands]
-    assert columns[7] == Candidate(cands[7].key, cands[7][1], cands[7][2])
-    assert list(columns[5:9]) == list(columns)[5:9]
+    groups = _groups(cands)
+    assert len(groups) == len(cands) and groups
+    assert sorted(groups) == sorted(tuple(c[:3]) for c in cands)
+    assert [groups[i] for i in range(len(groups))] == list(groups) == list(groups[:])
+    assert groups[-1] == list(groups)[-1]
+    assert sorted(groups.keys()) == [c.key for c in cands]
     expected = draw_targets(cands, params, seed_hex=SEED)
-    assert draw_targets(columns, params, seed_hex=SEED) == expected
-    # Out of key order they take the general path (sorted there): the same record.
-    shuffled = list(cands)
-    random.Random(2).shuffle(shuffled)
-    assert draw_targets(_columns(shuffled), params, seed_hex=SEED) == expected
+    assert draw_targets(groups, params, seed_hex=SEED) == expected
+    # Keys out of order within a group (not what the database sends) are sorted first.
+    backwards = CandidateGroups({code: keys[::-1] for code, keys in groups.groups.items()})
+    assert draw_targets(backwards, params, seed_hex=SEED) == expected
 
 
-def test_columns_refuse_what_rows_refuse() -> None:
-    with pytest.raises(ValueError, match="credit class"):
-        CandidateColumns(["K1", "K2"], bytes([1, 255]))  # the SQL's code for any other class
-    with pytest.raises(ValueError, match="one code per key"):
-        CandidateColumns(["K1", "K2"], bytes([1]))
-    twice = CandidateColumns(["K1", "K2", "K2"], bytes(3))
+def test_groups_refuse_what_rows_refuse() -> None:
+    with pytest.raises(ValueError, match="unknown candidate codes"):
+        CandidateGroups({10: ["K1"]})
+    twice = CandidateGroups({1: ["K1", "K2"], 6: ["K2"]})  # K2 both unflagged and flagged
     with pytest.raises(ValueError, match="duplicate"):
         draw_targets(twice, seed_hex=SEED)
+    with pytest.raises(ValueError, match="newline"):
+        draw_targets(CandidateGroups({1: ["K1", "K2\nK3"]}), seed_hex=SEED)
+    with pytest.raises(IndexError):
+        CandidateGroups({1: ["K1"]})[1]

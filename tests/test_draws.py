@@ -433,6 +433,52 @@ async def test_filters_and_tags_narrow_the_candidates(db: Database, clock: Froze
     assert expected and set(found.keys()) == expected
 
 
+async def test_candidates_come_grouped_and_a_broken_row_stops_them(
+    db: Database, clock: FrozenClock
+) -> None:
+    world = await seeded(db, clock)
+    async with db.session() as session:
+        task_id = await new_task(session, clock.now())
+    async with db.read() as session:
+        task = await session.get(Task, task_id)
+        assert task is not None
+        found = await candidates(session, task, mode_of(task.selection_mode))
+    # The database's groups hold exactly the (key, class, flagged) of every target in scope.
+    assert isinstance(found.candidates, dsr.CandidateGroups)
+    flag = task.flag_threshold
+    assert sorted(tuple(c) for c in found.candidates) == sorted(
+        (
+            t.key,
+            t.credit_class,
+            dsr.is_flagged(
+                abnormal=t.abnormal,
+                serious_illegal=t.serious_illegal,
+                complaints=t.complaints,
+                threshold=flag,
+            ),
+        )
+        for t in world.targets
+        if t.active and t.status == "存续"
+    )
+    for change, problem in (("credit_class", "credit class"), ("key", "newline")):
+        async with db.session() as session:
+            target = await session.get(Target, world.targets[0].id)
+            assert target is not None
+            before = getattr(target, change)
+            setattr(target, change, "X" if change == "credit_class" else "K1\nK2")
+            session.add(target)
+        async with db.read() as session:
+            task = await session.get(Task, task_id)
+            assert task is not None
+            with pytest.raises(ValueError, match=problem):
+                await candidates(session, task, mode_of(task.selection_mode))
+        async with db.session() as session:
+            target = await session.get(Target, world.targets[0].id)
+            assert target is not None
+            setattr(target, change, before)
+            session.add(target)
+
+
 async def test_pool_follows_the_selection_mode(db: Database, clock: FrozenClock) -> None:
     world = await seeded(db, clock, inspectors=9)
     async with db.session() as session:
