@@ -14,7 +14,8 @@ What is timed (best of `--repeat` runs, seconds):
 
 - read_keys_s: reading the candidate keys alone (`SELECT key … ORDER BY key` with the task's
   scope), the yardstick: no draw can be faster than reading what it draws from;
-- draw_s: the target draw: the candidate query (scope, exclusions, strata flags) plus
+- draw_s: the target draw: the candidate query (scope, exclusions, class and flags; in this
+  task's common case the keys come grouped by class and flag, `bot.draws.candidates`) plus
   `bot.draw.draw_targets` (quotas, ranks, selection, record);
 - inspectors_s: the inspector pool and rotation queries plus `bot.draw.draw_inspectors` with
   the 2,000-inspector pool (the partial Fisher–Yates picks for every target);
@@ -23,7 +24,8 @@ What is timed (best of `--repeat` runs, seconds):
   own information line (`dsr verify FILE` does both).
 
 Information lines also give the size of the record, the CPU seconds of each timed step (the
-machine is shared: wall time grows with other programs' load, CPU time much less) and, with
+machine is shared: wall time grows with other programs' load, CPU time much less; a big draw's
+forked child, which ranks part of the keys on the other core, in brackets) and, with
 `--execute`, the whole chat execution in the database (inspections, seats, duties, every
 assignment message queued; nine in ten inspectors are bound to a Telegram account). The last line is
 machine-readable:
