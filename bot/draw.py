@@ -62,7 +62,7 @@ NO_REPLACEMENT = "no_replacement"
 
 _SEED_RE = re.compile(r"[0-9a-f]{64}")
 _CLASS_SET = frozenset((*CLASSES, ""))
-_CODE_CLASSES = ("", *CLASSES)  # CandidateColumns: code = index here (+ FLAGGED)
+_CODE_CLASSES = ("", *CLASSES)  # CandidateGroups: a code is the index here (+ FLAGGED)
 _CODE_PAIRS = tuple((c, f) for f in (False, True) for c in _CODE_CLASSES)  # by code
 
 

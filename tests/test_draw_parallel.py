@@ -6,6 +6,7 @@ million take in production; every record is compared with the in-process one.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from dataclasses import replace
@@ -148,3 +149,12 @@ def test_groups_refuse_what_rows_refuse() -> None:
         draw_targets(CandidateGroups({1: ["K1", "K2\nK3"]}), seed_hex=SEED)
     with pytest.raises(IndexError):
         CandidateGroups({1: ["K1"]})[1]
+
+
+@pytest.mark.usefixtures("in_child")
+async def test_the_child_path_works_from_a_worker_thread() -> None:
+    # execute_draw and /verify run the pure code in a worker thread of the bot's process.
+    cands = _candidates(800)
+    rec = await asyncio.to_thread(draw, _groups(cands), POOL, seed_hex=SEED)
+    assert rec == draw(cands, POOL, seed_hex=SEED)
+    assert await asyncio.to_thread(verify, rec) == []
