@@ -1553,16 +1553,20 @@ async def merge_draw(
     task = await _task(session, draw.task_id)
     merged_now: list[MergeLine] = []
     open_now = await _open_inspections(session)
+    # A target this draw could not give a group (a shortfall) joins another task's visit too,
+    # as it does when tasks merge automatically: that visit's group goes, the office decides
+    # about the department left without a member.
+    foldable = (*JOINABLE, InspectionStatus.SHORTFALL)
     mine = list(
         await session.exec(
             select(Inspection)
-            .where(Inspection.draw_id == draw_id, col(Inspection.status).in_(JOINABLE))
+            .where(Inspection.draw_id == draw_id, col(Inspection.status).in_(foldable))
             .order_by(col(Inspection.id))
         )
     )
     for inspection in mine:
         assert inspection.id is not None
-        if inspection.status not in JOINABLE or await _has_pending_recusal(session, inspection.id):
+        if inspection.status not in foldable or await _has_pending_recusal(session, inspection.id):
             continue  # merged away by an earlier step of this loop, or busy
         partner: OpenInspection | None = None
         for other in open_now.get(inspection.target_key, []):
@@ -1576,8 +1580,8 @@ async def merge_draw(
                 break
         if partner is None:
             continue
-        # The earlier inspection stays; the later one folds into it.
-        if partner.id < inspection.id:
+        # The earlier inspection stays and the later one folds into it; a shortfall always folds.
+        if partner.id < inspection.id or inspection.status == InspectionStatus.SHORTFALL:
             keep_id, gone = partner.id, inspection
         else:
             other_row = await session.get(Inspection, partner.id)

@@ -1028,6 +1028,56 @@ async def test_overlap_of_a_non_mergeable_task_waits_for_merge(
     assert check_a.consistent
 
 
+async def test_a_target_a_later_draw_left_without_a_group_joins_the_earlier_visit_on_merge(
+    db: Database, clock: FrozenClock
+) -> None:
+    """/merge folds a shortfall of the later draw into the other task's visit, as an automatic
+    merge does (its group goes; the office decides about the department without a member)."""
+    await seeded(db, clock, targets=30, inspectors=8, swj_inspectors=5)
+    async with db.session() as session:
+        a = await new_task(session, clock.now(), ratio_policy="all", name="市场监管任务")
+    await run_draw(db, clock.now(), a)
+    async with db.session() as session:
+        visits = list(
+            await session.exec(
+                select(Inspection).where(Inspection.status == InspectionStatus.ASSIGNED)
+            )
+        )
+        blocked = min(i.target_key for i in visits)
+        for inspector in await session.exec(
+            select(Inspector).where(Inspector.department_code == "SWJ")
+        ):
+            inspector.conflicts = blocked  # every SWJ inspector must recuse from this target
+            session.add(inspector)
+    async with db.session() as session:
+        b = await new_task(
+            session,
+            clock.now(),
+            name="税务任务",
+            item_codes=["SW001"],
+            department_codes=["SWJ"],
+            ratio_policy="all",
+            window_start=date(2026, 5, 1),
+            window_end=date(2026, 8, 31),
+            mergeable=False,
+        )
+    draw_b = await run_draw(db, clock.now(), b)
+    async with db.read() as session:
+        [short] = await session.exec(
+            select(Inspection).where(Inspection.draw_id == draw_b, Inspection.target_key == blocked)
+        )
+    assert short.status == InspectionStatus.SHORTFALL
+    async with db.session() as session:
+        report = await merge_draw(session, draw_id=draw_b, actor="test", now=clock.now())
+    assert blocked in {m.key for m in report.merged_now}
+    assert len(report.merged_now) == len(visits)
+    async with db.read() as session:
+        kept = [i for i in await _live(session) if i.target_key == blocked]
+        assert [i.draw_id for i in kept] == [visits[0].draw_id]
+        assert await _items(session, kept[0].id) == ["SC001", "SW001"]
+        assert await _departments(session, kept[0].id) == {"SJJ"}
+
+
 # --- the liaison's list ------------------------------------------------------------------------
 
 
