@@ -143,7 +143,9 @@ async def _insert(
 
 
 async def build(url: str, duties: int, due_every: int) -> None:
-    engine = create_async_engine(url)
+    from storage.db import make_engine  # the bot's engine: a SQLite file made as the bot makes it
+
+    engine = make_engine(url)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(SQLModel.metadata.create_all)

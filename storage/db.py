@@ -26,6 +26,12 @@ checkpoints, as a safety net: its own job checkpoints every few seconds (bot/sch
 ``Database.defer_checkpoints``; why: docs/delivery.md, "The WAL checkpoint")."""
 
 
+SQLITE_PAGE_SIZE = 8192
+"""Bytes a page of a new SQLite database: a million-row import writes 0.6 µs a row faster
+than with SQLite's 4,096 (fewer B-tree splits and page headers; docs/imports.md). It applies
+when the file is created; an existing database keeps its size."""
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
@@ -101,6 +107,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             # WAL lets the sender read while an import writes; FKs are off by default in SQLite.
             cursor = dbapi_conn.cursor()
+            cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")  # a new file only
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
