@@ -42,6 +42,7 @@ from bot.render import render, text
 from bot.tasks import TaskProblem, mode_of, percent
 from bot.telegram import AssignmentCb, DrawCb
 from storage.audit import record
+from storage.db import fetch_rows
 from storage.models import (
     LIVE_SEATS,
     Assignment,
@@ -275,35 +276,6 @@ def _scope(columns: Sequence[Any], task: Task, dialect: str) -> Any:
 
 def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
-
-
-async def fetch_rows(session: AsyncSession, statement: Any) -> Sequence[Sequence[Any]]:
-    """All rows of a big read as the driver returns them (tuples or asyncpg records).
-
-    A million rows through SQLAlchemy's result objects cost about 5 µs each, several times
-    what the driver's own fetch costs; the draw reads every candidate, so it asks the driver.
-    Same connection and transaction as the session.
-    """
-    conn = await session.connection()
-    dialect = conn.dialect
-    if dialect.name not in ("sqlite", "postgresql") or dialect.driver not in (
-        "aiosqlite",
-        "asyncpg",
-    ):
-        return (await conn.execute(statement)).all()
-    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    names = compiled.positiontup or []
-    args = [compiled.params[name] for name in names]
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection
-    if dialect.name == "sqlite":
-        cursor = await driver.execute(str(compiled), args)
-        try:
-            rows: Sequence[Sequence[Any]] = await cursor.fetchall()
-        finally:
-            await cursor.close()
-        return rows
-    return list(await driver.fetch(str(compiled), *args))
 
 
 async def candidates(session: AsyncSession, task: Task, mode: Mode) -> CandidateSet:

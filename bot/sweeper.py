@@ -77,7 +77,7 @@ from bot.notices import (
 from bot.outbox import enqueue
 from bot.render import render
 from bot.workdays import Calendar
-from storage.db import Database, upsert_insert
+from storage.db import Database, fetch_rows, upsert_insert
 from storage.models import AppSetting, Draw, DutyStatus, Inspection, Task
 
 log = logging.getLogger(__name__)
@@ -311,7 +311,7 @@ async def _sweep_batch(
         query = query.where(tuple_(DUTY.c.next_check_on, DUTY.c.id) > tuple_(*after))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    rows = list(await session.exec(query))
+    rows = await fetch_rows(session, query, typed=True)  # 10,000 rows: the driver's fetch
     if not rows:
         return None
     last = (rows[-1][-1], rows[-1][0])
