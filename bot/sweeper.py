@@ -404,7 +404,7 @@ async def _move_on(session: AsyncSession, steps: list[tuple[DutyRow, Step]]) -> 
             continue
         for start in range(0, len(ids), UPDATE_CHUNK):
             chunk = ids[start : start + UPDATE_CHUNK]
-            new = {"b_ids": chunk, "b_stage": stage, "b_next": next_check_on, "b_limit": limit}
+            new = {IDS.key: chunk, "b_stage": stage, "b_next": next_check_on, "b_limit": limit}
             await session.exec(_MOVE_SHARED, params=new)
     if rest:
         await session.exec(_MOVE_ONE, params=rest)
@@ -415,11 +415,7 @@ _NEW_STATE: dict[str, Any] = {
     "next_check_on": bindparam("b_next"),
     "supervision_deadline": bindparam("b_limit"),
 }
-# The ids as one parameter (a list at execution): a bound literal built for each of
-# thousands of ids cost more than the update.
-_MOVE_SHARED = (
-    update(DUTY).where(DUTY.c.id.in_(bindparam("b_ids", expanding=True))).values(_NEW_STATE)
-)
+_MOVE_SHARED = update(DUTY).where(DUTY.c.id.in_(IDS)).values(_NEW_STATE)  # IDS: one list
 _MOVE_ONE = update(DUTY).where(DUTY.c.id == bindparam("b_id")).values(_NEW_STATE)
 
 

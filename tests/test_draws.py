@@ -893,6 +893,23 @@ async def test_replace_member_reports_a_shortfall(db: Database, clock: FrozenClo
 # --- joint inspections (联合抽查) ---------------------------------------------------------------
 
 
+async def draw_tax_task(db: Database, clock: FrozenClock, *, mergeable: bool) -> int:
+    """Task B of the merge tests: SWJ's SW001 on every target, its window overlapping A's."""
+    async with db.session() as session:
+        b = await new_task(
+            session,
+            clock.now(),
+            name="税务任务",
+            item_codes=["SW001"],
+            department_codes=["SWJ"],
+            ratio_policy="all",
+            window_start=date(2026, 5, 1),
+            window_end=date(2026, 8, 31),
+            mergeable=mergeable,
+        )
+    return await run_draw(db, clock.now(), b)
+
+
 async def _two_tasks(
     db: Database, clock: FrozenClock, *, mergeable: bool
 ) -> tuple[int, int, set[str]]:
@@ -909,19 +926,7 @@ async def _two_tasks(
                 select(Inspection.target_key).where(Inspection.status == InspectionStatus.ASSIGNED)
             )
         )
-    async with db.session() as session:
-        b = await new_task(
-            session,
-            clock.now(),
-            name="税务任务",
-            item_codes=["SW001"],
-            department_codes=["SWJ"],
-            ratio_policy="all",
-            window_start=date(2026, 5, 1),
-            window_end=date(2026, 8, 31),
-            mergeable=mergeable,
-        )
-    draw_b = await run_draw(db, clock.now(), b)
+    draw_b = await draw_tax_task(db, clock, mergeable=mergeable)
     return draw_a, draw_b, keys_a
 
 
@@ -1049,19 +1054,7 @@ async def test_a_target_a_later_draw_left_without_a_group_joins_the_earlier_visi
         ):
             inspector.conflicts = blocked  # every SWJ inspector must recuse from this target
             session.add(inspector)
-    async with db.session() as session:
-        b = await new_task(
-            session,
-            clock.now(),
-            name="税务任务",
-            item_codes=["SW001"],
-            department_codes=["SWJ"],
-            ratio_policy="all",
-            window_start=date(2026, 5, 1),
-            window_end=date(2026, 8, 31),
-            mergeable=False,
-        )
-    draw_b = await run_draw(db, clock.now(), b)
+    draw_b = await draw_tax_task(db, clock, mergeable=False)
     async with db.read() as session:
         [short] = await session.exec(
             select(Inspection).where(Inspection.draw_id == draw_b, Inspection.target_key == blocked)

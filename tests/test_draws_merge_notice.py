@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 from sqlmodel import col, select
 
 from bot.clock import FrozenClock
@@ -20,7 +18,7 @@ from storage.models import (
     RoleGrant,
     Target,
 )
-from tests.test_draws import new_task, run_draw, seeded
+from tests.test_draws import draw_tax_task, new_task, run_draw, seeded
 
 FIRST_CHAT = 7_000_000
 
@@ -55,19 +53,7 @@ async def test_merge_tells_the_inspectors_already_on_the_visit_what_was_added(
     async with db.session() as session:
         a = await new_task(session, clock.now(), ratio_policy="all", name="市场监管任务")
     draw_a = await run_draw(db, clock.now(), a)
-    async with db.session() as session:
-        b = await new_task(
-            session,
-            clock.now(),
-            name="税务任务",
-            item_codes=["SW001"],
-            department_codes=["SWJ"],
-            ratio_policy="all",
-            window_start=date(2026, 5, 1),
-            window_end=date(2026, 8, 31),
-            mergeable=False,
-        )
-    draw_b = await run_draw(db, clock.now(), b)
+    draw_b = await draw_tax_task(db, clock, mergeable=False)
     async with db.read() as session:
         before = set(await session.exec(select(OutboxMessage.idem_key)))
         # A's visits with a group, and who sits on them (all told at A's execution).
