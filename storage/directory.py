@@ -13,12 +13,19 @@ import gc
 import multiprocessing
 import operator
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from itertools import islice
 from multiprocessing.connection import Connection
 from typing import Any, cast
 
@@ -45,6 +52,7 @@ from sqlmodel import col
 
 from bot import uscc
 from storage.models import CheckItem, Department, Inspector, Target
+from storage.tabular import Chunk, chunks
 
 
 class RowError(Exception):
@@ -72,18 +80,23 @@ ColumnCheck = Callable[[Sequence[str], Context], Sequence[Any] | None]
 class Check:
     """A cell check, and the same check over a whole column of a big file's chunk (`column`),
     made of C loops: the values, or None when some cell needs the cell check (to be reported
-    with its row, or to be converted the slow way)."""
+    with its row, or to be converted the slow way).
+
+    A CSV's chunk comes unstripped (`storage.tabular.CsvRows`). `strip=False` says the column
+    check already refuses a cell with spaces around it (the row path then strips it), so the
+    column need not be stripped first."""
 
     cell: Parser
     column: ColumnCheck | None = None
+    strip: bool = True
 
     def __call__(self, value: str, ctx: Context) -> Any:
         return self.cell(value, ctx)
 
 
-def columnwise(column: ColumnCheck) -> Callable[[Parser], Check]:
+def columnwise(column: ColumnCheck, *, strip: bool = True) -> Callable[[Parser], Check]:
     """Decorates a cell check with its column version."""
-    return lambda cell: Check(cell, column)
+    return lambda cell: Check(cell, column, strip)
 
 
 @dataclass(frozen=True)
@@ -151,7 +164,7 @@ def _yes_no_column(values: Sequence[str], _ctx: Context) -> list[bool] | None:
         return None
 
 
-@columnwise(_yes_no_column)
+@columnwise(_yes_no_column, strip=False)
 def yes_no(value: str, _ctx: Context) -> bool:
     answer = _YES_NO.get(value)  # the usual spellings, without lower()
     if answer is not None:
@@ -173,7 +186,7 @@ def _count_column(values: Sequence[str], _ctx: Context) -> list[int] | None:
     return list(map(int, values))
 
 
-@columnwise(_count_column)
+@columnwise(_count_column, strip=False)
 def count(value: str, _ctx: Context) -> int:
     if not value:
         return 0
@@ -191,7 +204,7 @@ def count(value: str, _ctx: Context) -> int:
 _GRADES = {"A", "B", "C", "D", ""}
 
 
-@columnwise(lambda values, _ctx: values if _GRADES.issuperset(values) else None)
+@columnwise(lambda values, _ctx: values if _GRADES.issuperset(values) else None, strip=False)
 def credit_class(value: str, _ctx: Context) -> str:
     if value in _GRADES:
         return value
@@ -281,7 +294,7 @@ def _uscc_column(values: Sequence[str], _ctx: Context) -> Sequence[str | None] |
     return values if codes is values else [value or None for value in values]
 
 
-@columnwise(_uscc_column)
+@columnwise(_uscc_column, strip=False)
 def optional_uscc(value: str, _ctx: Context) -> str | None:
     if not value:
         return None
@@ -652,7 +665,8 @@ class Batch:
     """
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
-    numbers: list[int] = field(default_factory=list)  # each row's number in the file
+    # Each row's number in the file (a CSV's chunk checked by columns: a range, pickled small).
+    numbers: Sequence[int] = field(default_factory=list)
     total: int = 0
     rejected_rows: int = 0
     errors: list[Rejected] = field(default_factory=list)
@@ -741,7 +755,7 @@ class _Checker:
         self.repeating = set(self.names)  # columns whose values repeat, as far as seen
         checks = [(index, column.field, column.parse) for index, column in self.items]
         self.columnwise = [
-            (index, name, parse.column)
+            (index, name, parse.column, parse.strip)
             for index, name, parse in checks
             if isinstance(parse, Check) and parse.column is not None
         ]
@@ -750,22 +764,29 @@ class _Checker:
 
     def batches(self, rows: Iterator[tuple[int, list[str]]]) -> Iterator[Batch]:
         """The file's rows, checked: a batch for every BATCH rows."""
-        while chunk := list(islice(rows, BATCH)):
+        for chunk in chunks(rows, BATCH):
             batch = self._by_columns(chunk) if self.columnwise else None
             yield batch or self._by_rows(chunk)
 
-    def _by_columns(self, chunk: list[tuple[int, list[str]]]) -> Batch | None:
+    def _by_columns(self, chunk: Chunk) -> Batch | None:
         """The chunk checked column by column; None if some row needs a closer look."""
-        numbers, rows = zip(*chunk, strict=True)
+        numbers, rows, stripped = chunk
         if min(map(len, rows)) < self.width or not all(map(any, rows)):
             return None  # short or blank rows
         cells = list(zip(*rows, strict=False))  # cells beyond the header's are left out
         values: dict[str, Sequence[Any]] = {}
-        for index, name, check in self.columnwise:
-            checked = check(cells[index], self.ctx)
+        trimmed = False
+        for index, name, check, strip in self.columnwise:
+            given: Sequence[str] = cells[index]
+            if strip and not stripped:
+                given = tuple(map(str.strip, given))
+                trimmed = trimmed or given != cells[index]
+            checked = check(given, self.ctx)
             if checked is None:
                 return None
             values[name] = checked
+        if trimmed and not all(map(str.strip, map("".join, rows))):
+            return None  # a row of nothing but spaces is a blank row
         if self.finish_columns and not self.finish_columns(values, self.ctx):
             return None
         keys = values[self.key_field]
@@ -784,15 +805,19 @@ class _Checker:
                 if len(same) * 2 > len(column):
                     self.repeating.discard(name)  # names, addresses: not worth it
             columns.append(column)
-        return Batch(list(zip(*columns, strict=True)), list(numbers), total=len(chunk))
+        return Batch(list(zip(*columns, strict=True)), numbers, total=len(rows))
 
-    def _by_rows(self, chunk: list[tuple[int, list[str]]]) -> Batch:
+    def _by_rows(self, chunk: Chunk) -> Batch:
         ctx, cells_of, fields, base = self.ctx, self.cells_of, self.fields, self.base
         finish, key_field, order = self.finish, self.key_field, self.order
         per_row = list(self.processors.items())
         width, padding = self.width, [""] * self.width
-        batch, seen = Batch(), set[str]()
-        for number, cells in chunk:
+        numbers: list[int] = []
+        batch, seen = Batch(numbers=numbers), set[str]()
+        rows: Iterable[list[str]] = chunk.rows
+        if not chunk.stripped:
+            rows = (list(map(str.strip, cells)) for cells in rows)
+        for number, cells in zip(chunk.numbers, rows, strict=True):
             if not any(cells):
                 continue
             batch.total += 1
@@ -821,7 +846,7 @@ class _Checker:
             for name, process in per_row:
                 values[name] = process(values[name])
             batch.rows.append(order(values))
-            batch.numbers.append(number)
+            numbers.append(number)
         return batch
 
     def _reject_cells(self, batch: Batch, number: int, cells: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""Rows out of `.csv`, `.xlsx` and `.xls` files, as lists of stripped strings.
+"""Rows out of `.csv`, `.xlsx` and `.xls` files, as lists of stripped strings (or, a chunk
+at a time, a CSV's as read: `chunks`).
 
 CSV streams (memory stays flat for millions of rows); spreadsheets are read with
 python-calamine, which is an order of magnitude faster than openpyxl for reading.
@@ -9,12 +10,13 @@ from __future__ import annotations
 import codecs
 import csv
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TextIO
 
 from python_calamine import CalamineWorkbook
 
@@ -116,23 +118,89 @@ def cell_text(value: Any) -> str:
     return str(value).strip()
 
 
-def _csv_rows(path: Path, encoding: str, max_bytes: int) -> Iterator[tuple[int, list[str]]]:
-    # A cell may be as long as the file: the column's own check then says it is too long
-    # (csv's default limit of 131,072 characters raised an error for the whole file).
-    csv.field_size_limit(max(csv.field_size_limit(), min(max_bytes, 2**31 - 1)))
-    with path.open("r", encoding=encoding, newline="", buffering=_READ_SIZE) as handle:
+class Chunk(NamedTuple):
+    """Rows of a file taken together: their numbers and their cells, stripped or as read."""
+
+    numbers: Sequence[int]
+    rows: list[list[str]]
+    stripped: bool = True
+
+
+class CsvRows:
+    """A CSV's rows as (1-based row number, stripped cells); `chunks` hands the rest of them
+    over as the csv reader gives them, unstripped: stripping 13 cells a row one call at a
+    time, with a generator around it, cost as much as reading them (a column at a time, see
+    `storage.directory._Checker`, it costs a quarter of that). The file opens at the first
+    row, so a header that does not decode raises where the rows are read."""
+
+    def __init__(self, path: Path, encoding: str, max_bytes: int) -> None:
+        self.path, self.encoding, self.max_bytes = path, encoding, max_bytes
+        self.number = 0  # rows read so far
+        self._handle: TextIO | None = None
+        self._reader: Any = None
+
+    def _open(self) -> Any:
+        # A cell may be as long as the file: the column's own check then says it is too long
+        # (csv's default limit of 131,072 characters raised an error for the whole file).
+        csv.field_size_limit(max(csv.field_size_limit(), min(self.max_bytes, 2**31 - 1)))
+        handle = self.path.open("r", encoding=self.encoding, newline="", buffering=_READ_SIZE)
+        self._handle = handle
         first = handle.readline()
         dialect: type[csv.Dialect] = csv.excel
         if "\t" in first and "," not in first:
             dialect = csv.excel_tab
         handle.seek(0)
-        strip = str.strip
-        reader = csv.reader(handle, dialect)
+        self._reader = csv.reader(handle, dialect)
+        return self._reader
+
+    def _problem(self) -> FileProblem:
+        # A NUL byte, a quote left open at the end of the file.
+        return FileProblem("file_csv", name=self.path.name, line=self._reader.line_num)
+
+    def _done(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+    __del__ = _done  # a file left half-read (a header alone) closes as a generator's would
+
+    def __iter__(self) -> CsvRows:
+        return self
+
+    def __next__(self) -> tuple[int, list[str]]:
+        reader = self._reader or self._open()
         try:
-            for number, row in enumerate(reader, start=1):
-                yield number, list(map(strip, row))
-        except csv.Error:  # a NUL byte, a quote left open at the end of the file
-            raise FileProblem("file_csv", name=path.name, line=reader.line_num) from None
+            row = next(reader)
+        except StopIteration:
+            self._done()
+            raise
+        except csv.Error:
+            raise self._problem() from None
+        self.number += 1
+        return self.number, list(map(str.strip, row))
+
+    def chunks(self, size: int) -> Iterator[Chunk]:
+        reader = self._reader or self._open()
+        while True:
+            try:
+                rows = list(islice(reader, size))
+            except csv.Error:
+                raise self._problem() from None
+            if not rows:
+                self._done()
+                return
+            first = self.number + 1
+            self.number += len(rows)
+            yield Chunk(range(first, first + len(rows)), rows, stripped=False)
+
+
+def chunks(rows: Iterator[tuple[int, list[str]]], size: int) -> Iterator[Chunk]:
+    """The (rest of the) rows, `size` at a time."""
+    if isinstance(rows, CsvRows):
+        yield from rows.chunks(size)
+        return
+    while chunk := list(islice(rows, size)):
+        numbers, cells = zip(*chunk, strict=True)
+        yield Chunk(numbers, list(cells))
 
 
 def _read_sheet(path: Path) -> Any:
@@ -202,5 +270,5 @@ def open_rows(
         if encoding is None:
             encoding = detect_encoding(path, GUESS_BYTES if guess else None)
             guessed = guess and encoding == "utf-8" and size > GUESS_BYTES
-        return RowSource(path, _csv_rows(path, encoding, max_bytes), encoding, size, guessed)
+        return RowSource(path, CsvRows(path, encoding, max_bytes), encoding, size, guessed)
     return RowSource(path, _sheet_rows(_sheet_raw(first_sheet(path))), size=size)

@@ -4,8 +4,9 @@ USCC rules of bot/uscc.py, and the batching of a directory import."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,14 @@ from storage import directory, tabular
 from storage.db import Database
 from storage.directory import SCHEMAS, Context, RowError
 from storage.models import Target
-from storage.tabular import FileProblem, cell_text, check_file, detect_encoding, open_rows
+from storage.tabular import (
+    Chunk,
+    FileProblem,
+    cell_text,
+    check_file,
+    detect_encoding,
+    open_rows,
+)
 
 MB = 1024 * 1024
 CTX = Context({"SJJ", "SWJ"}, datetime(2026, 3, 2, 1, 0, tzinfo=UTC))
@@ -576,30 +584,86 @@ any_rows = st.tuples(*(st.sampled_from(some) for some in CELLS))
 chunks = st.lists(st.one_of(good_rows, good_rows, good_rows, any_rows), min_size=1, max_size=6)
 
 
+# A CSV's chunk comes as read, spaces and all (storage.tabular.CsvRows).
+SPACES = ["", "", " ", "\u3000", "\t "]
+padded = st.tuples(st.sampled_from(SPACES), st.sampled_from(SPACES))
+all_padded = st.lists(padded, min_size=len(HEADER), max_size=len(HEADER))
+raw_chunks = st.lists(
+    st.tuples(st.one_of(good_rows, good_rows, any_rows), all_padded),
+    min_size=1,
+    max_size=6,
+)
+
+
+def chunk_of(rows: Sequence[Sequence[str]], stripped: bool = True) -> Chunk:
+    return Chunk(range(2, 2 + len(rows)), [list(cells) for cells in rows], stripped)
+
+
+def plain(batch: directory.Batch) -> directory.Batch:
+    """The batch with its row numbers as a list (the column path keeps a chunk's range)."""
+    return dataclasses.replace(batch, numbers=list(batch.numbers))
+
+
 @settings(deadline=None, max_examples=300)
 @given(chunks)
 def test_a_chunk_checked_by_columns_is_what_rows_give(rows: list[tuple[str, ...]]) -> None:
-    chunk = [(number, list(cells)) for number, cells in enumerate(rows, start=2)]
+    chunk = chunk_of(rows)
     by_columns = checker()._by_columns(chunk)
     by_rows = checker()._by_rows(chunk)
     if by_columns is not None:
-        assert by_columns == by_rows
+        assert plain(by_columns) == by_rows
         assert not by_rows.errors and by_rows.rejected_rows == 0
 
 
-def test_good_chunks_take_the_column_path_and_odd_ones_the_row_path() -> None:
-    good = [(n, target(f"企业{n}", code)) for n, code in enumerate(GOOD_CODES, start=2)]
+@settings(deadline=None, max_examples=300)
+@given(raw_chunks)
+def test_an_unstripped_chunk_gives_what_its_stripped_cells_give(
+    rows: list[tuple[tuple[str, ...], list[tuple[str, str]]]],
+) -> None:
+    raw = [
+        tuple(before + cell + after for cell, (before, after) in zip(cells, ends, strict=True))
+        for cells, ends in rows
+    ]
+    stripped = [tuple(cell.strip() for cell in cells) for cells in raw]
+    expected = checker()._by_rows(chunk_of(stripped))
+    assert checker()._by_rows(chunk_of(raw, stripped=False)) == expected
+    by_columns = checker()._by_columns(chunk_of(raw, stripped=False))
+    if by_columns is not None:
+        assert plain(by_columns) == expected
+
+
+def test_a_chunk_of_spaces_goes_row_by_row() -> None:
+    good = [target(f"企业{n}", code) for n, code in enumerate(GOOD_CODES)]
+    spaces = [" ", "\u3000", *[" "] * (len(HEADER) - 2)]
+    assert checker()._by_columns(chunk_of([*good, spaces], stripped=False)) is None
+    batch = checker()._by_rows(chunk_of([*good, spaces], stripped=False))
+    assert batch.total == len(good)  # the row of spaces is a blank row
+
+
+def test_spaces_around_text_are_stripped_by_columns() -> None:
+    good = [target(f" 企业{n}\u3000", code) for n, code in enumerate(GOOD_CODES)]
     check = checker()
-    batch = check._by_columns(good)
+    batch = check._by_columns(chunk_of(good, stripped=False))
+    assert batch is not None  # no need to go row by row
+    assert [row[check.names.index("name")] for row in batch.rows][:2] == ["企业0", "企业1"]
+    assert plain(batch) == checker()._by_rows(chunk_of(good, stripped=False))
+    padded_code = [*good[:-1], target("企业", f" {GOOD_CODES[-1]}")]
+    assert check._by_columns(chunk_of(padded_code, stripped=False)) is None  # the row path
+
+
+def test_good_chunks_take_the_column_path_and_odd_ones_the_row_path() -> None:
+    good = [target(f"企业{n}", code) for n, code in enumerate(GOOD_CODES, start=2)]
+    check = checker()
+    batch = check._by_columns(chunk_of(good))
     assert batch is not None and batch.total == len(good)
     assert [row[check.key_index] for row in batch.rows] == GOOD_CODES
-    assert batch.numbers == [2, 3, 4, 5, 6, 7]
-    blank = [*good, (8, [""] * len(HEADER))]
-    repeated = [*good, (8, target("重复", GOOD_CODES[0]))]
-    short = [*good, (8, target("短", codes(7)[6])[:5])]
-    lower = [*good, (8, target("小写", codes(7)[6].lower()))]
+    assert list(batch.numbers) == [2, 3, 4, 5, 6, 7]
+    blank = [*good, [""] * len(HEADER)]
+    repeated = [*good, target("重复", GOOD_CODES[0])]
+    short = [*good, target("短", codes(7)[6])[:5]]
+    lower = [*good, target("小写", codes(7)[6].lower())]
     for odd in (blank, repeated, short, lower):
-        assert check._by_columns(odd) is None
+        assert check._by_columns(chunk_of(odd)) is None
 
 
 @settings(deadline=None)
