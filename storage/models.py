@@ -13,6 +13,11 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+# Pydantic builds a table's validators when one is first needed, not when the class is made:
+# SQLModel does not validate table rows, and every `dsr` command imports these classes (about
+# 50 ms of start-up).
+SQLModel.model_config["defer_build"] = True
+
 
 class Role(StrEnum):
     OFFICE = "office"
