@@ -192,11 +192,21 @@ async def _count_targets(url: str) -> int:
 
 @contextmanager
 def fresh_database(base_url: str, workdir: Path, label: str) -> Iterator[str]:
-    """A migrated, empty database for one run."""
+    """A migrated, empty database for one run, gone after it (a repeated run must not find the
+    rows of the one before: it would time a re-import, all updates)."""
     if base_url.startswith("sqlite"):
-        url = f"sqlite+aiosqlite:///{workdir / f'{label}.sqlite3'}"
+        path = workdir / f"{label}.sqlite3"
+        url = f"sqlite+aiosqlite:///{path}"
         run_dsr(["db", "upgrade"], url, workdir)
-        yield url
+        try:
+            yield url
+        finally:
+            for leftover in (
+                path,
+                path.with_name(f"{path.name}-wal"),
+                path.with_name(f"{path.name}-shm"),
+            ):
+                leftover.unlink(missing_ok=True)
         return
     name = f"dsr_bench_{os.getpid()}_{label}"
     url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
