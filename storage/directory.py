@@ -53,7 +53,7 @@ from sqlmodel import col
 
 from bot import uscc
 from storage.models import CheckItem, Department, Inspector, Target
-from storage.tabular import Chunk, chunks
+from storage.tabular import Chunk, cell_text, chunks
 
 
 class RowError(Exception):
@@ -83,9 +83,10 @@ class Check:
     made of C loops: the values, or None when some cell needs the cell check (to be reported
     with its row, or to be converted the slow way).
 
-    A CSV's chunk comes unstripped (`storage.tabular.CsvRows`). `strip=False` says the column
-    check already refuses a cell with spaces around it (the row path then strips it), so the
-    column need not be stripped first."""
+    A CSV's or a sheet's chunk comes as read (`storage.tabular.Chunk.form`): a column with
+    cells that are not text goes through `cell_text`, one that is all text is stripped, unless
+    `strip=False` says the column check already refuses a cell with spaces around it (the row
+    path then strips it)."""
 
     cell: Parser
     column: ColumnCheck | None = None
@@ -656,6 +657,9 @@ BATCH = 5000
 SHOWN_CHARS = 200
 
 
+_TEXT = {str}
+
+
 class PickledRows:
     """A batch's rows as the checking child pickled them (`_check_in_child`), unpickled where
     they are iterated: on SQLite inside executemany, in the driver's thread. Unpickled by the
@@ -794,28 +798,28 @@ class _Checker:
 
     def _by_columns(self, chunk: Chunk) -> Batch | None:
         """The chunk checked column by column; None if some row needs a closer look."""
-        numbers, rows, stripped = chunk
+        numbers, rows, form = chunk
         if min(map(len, rows)) < self.width or not all(map(any, rows)):
             return None  # short or blank rows
         cells = list(zip(*rows, strict=False))  # cells beyond the header's are left out
         values: dict[str, Sequence[Any]] = {}
-        trimmed = False
         for index, name, check, strip in self.columnwise:
-            given: Sequence[str] = cells[index]
-            if strip and not stripped:
-                given = tuple(map(str.strip, given))
-                trimmed = trimmed or given != cells[index]
+            given: Sequence[Any] = cells[index]
+            if form == "cells" and not _TEXT.issuperset(map(type, given)):
+                given = list(map(cell_text, given))  # numbers, dates: as a row would have them
+            elif strip and form != "clean":
+                given = list(map(str.strip, given))
             checked = check(given, self.ctx)
             if checked is None:
                 return None
             values[name] = checked
-        if trimmed and not all(map(str.strip, map("".join, rows))):
-            return None  # a row of nothing but spaces is a blank row
         if self.finish_columns and not self.finish_columns(values, self.ctx):
             return None
         keys = values[self.key_field]
-        if len(set(keys)) < len(keys):
-            return None  # a repeated key, reported by the row
+        if not all(keys) or len(set(keys)) < len(keys):
+            # A row without its key (a row of spaces is a blank row), or a repeated key: the
+            # rows tell what it is.
+            return None
         columns = []
         for name in self.names:
             column = values[name]
@@ -840,8 +844,10 @@ class _Checker:
         written: list[tuple[Any, ...]] = []
         batch, seen = Batch(written, numbers), set[str]()
         rows: Iterable[list[str]] = chunk.rows
-        if not chunk.stripped:
+        if chunk.form == "text":
             rows = (list(map(str.strip, cells)) for cells in rows)
+        elif chunk.form == "cells":
+            rows = ([cell_text(cell) for cell in cells] for cells in rows)
         for number, cells in zip(chunk.numbers, rows, strict=True):
             if not any(cells):
                 continue

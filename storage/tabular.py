@@ -119,23 +119,61 @@ def cell_text(value: Any) -> str:
 
 
 class Chunk(NamedTuple):
-    """Rows of a file taken together: their numbers and their cells, stripped or as read."""
+    """Rows of a file taken together: their numbers, and their cells as `form` says:
+    "clean" (text, stripped: what the rows give one at a time), "text" (a CSV's, unstripped)
+    or "cells" (a sheet's as calamine gives them: text unstripped, numbers, dates, booleans;
+    `cell_text` makes each what the rows give one at a time)."""
 
     numbers: Sequence[int]
-    rows: list[list[str]]
-    stripped: bool = True
+    rows: list[list[Any]]
+    form: str = "clean"
 
 
-class CsvRows:
-    """A CSV's rows as (1-based row number, stripped cells); `chunks` hands the rest of them
-    over as the csv reader gives them, unstripped: stripping 13 cells a row one call at a
-    time, with a generator around it, cost as much as reading them (a column at a time, see
-    `storage.directory._Checker`, it costs a quarter of that). The file opens at the first
-    row, so a header that does not decode raises where the rows are read."""
+class _Rows:
+    """A file's rows as (1-based row number, cells as stripped text); `chunks` hands the rest
+    of them over as they are read, for the checks to clean a column at a time (see
+    `storage.directory._Checker`). Cleaning 13 cells a row one call at a time, in a
+    generator that paired each row with its number, cost as much as parsing a CSV."""
+
+    FORM = "clean"
+
+    def __init__(self) -> None:
+        self.number = 0  # rows read so far
+
+    def _read(self, size: int) -> list[list[Any]]:
+        """Up to `size` rows as read; none at the end."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _clean(row: list[Any]) -> list[str]:
+        raise NotImplementedError
+
+    def __iter__(self) -> _Rows:
+        return self
+
+    def __next__(self) -> tuple[int, list[str]]:
+        rows = self._read(1)
+        if not rows:
+            raise StopIteration
+        self.number += 1
+        return self.number, self._clean(rows[0])
+
+    def chunks(self, size: int) -> Iterator[Chunk]:
+        while rows := self._read(size):
+            first = self.number + 1
+            self.number += len(rows)
+            yield Chunk(range(first, first + len(rows)), rows, self.FORM)
+
+
+class CsvRows(_Rows):
+    """A CSV's rows. The file opens at the first row, so a header that does not decode raises
+    where the rows are read."""
+
+    FORM = "text"
 
     def __init__(self, path: Path, encoding: str, max_bytes: int) -> None:
+        super().__init__()
         self.path, self.encoding, self.max_bytes = path, encoding, max_bytes
-        self.number = 0  # rows read so far
         self._handle: TextIO | None = None
         self._reader: Any = None
 
@@ -153,9 +191,21 @@ class CsvRows:
         self._reader = csv.reader(handle, dialect)
         return self._reader
 
-    def _problem(self) -> FileProblem:
-        # A NUL byte, a quote left open at the end of the file.
-        return FileProblem("file_csv", name=self.path.name, line=self._reader.line_num)
+    def _read(self, size: int) -> list[list[Any]]:
+        if self._handle is not None and self._handle.closed:
+            return []  # read to the end before
+        reader = self._reader or self._open()
+        try:
+            rows = list(islice(reader, size))
+        except csv.Error:  # a NUL byte, a quote left open at the end of the file
+            raise FileProblem("file_csv", name=self.path.name, line=reader.line_num) from None
+        if not rows:
+            self._done()
+        return rows
+
+    @staticmethod
+    def _clean(row: list[Any]) -> list[str]:
+        return list(map(str.strip, row))
 
     def _done(self) -> None:
         if self._handle is not None:
@@ -163,39 +213,30 @@ class CsvRows:
 
     __del__ = _done  # a file left half-read (a header alone) closes as a generator's would
 
-    def __iter__(self) -> CsvRows:
-        return self
 
-    def __next__(self) -> tuple[int, list[str]]:
-        reader = self._reader or self._open()
-        try:
-            row = next(reader)
-        except StopIteration:
-            self._done()
-            raise
-        except csv.Error:
-            raise self._problem() from None
-        self.number += 1
-        return self.number, list(map(str.strip, row))
+class SheetRows(_Rows):
+    """A sheet's rows, numbered as Excel shows them: when the used range starts below row 1,
+    calamine's iter_rows() pads it with empty rows from row 1 (its columns start at the used
+    range)."""
 
-    def chunks(self, size: int) -> Iterator[Chunk]:
-        reader = self._reader or self._open()
-        while True:
-            try:
-                rows = list(islice(reader, size))
-            except csv.Error:
-                raise self._problem() from None
-            if not rows:
-                self._done()
-                return
-            first = self.number + 1
-            self.number += len(rows)
-            yield Chunk(range(first, first + len(rows)), rows, stripped=False)
+    FORM = "cells"
+
+    def __init__(self, sheet: Any) -> None:
+        super().__init__()
+        self._rows: Iterator[list[Any]] = iter(sheet.iter_rows())
+
+    def _read(self, size: int) -> list[list[Any]]:
+        return list(islice(self._rows, size))
+
+    @staticmethod
+    def _clean(row: list[Any]) -> list[str]:
+        # Most cells are text; strip those inline and leave the rest to cell_text().
+        return [cell.strip() if type(cell) is str else cell_text(cell) for cell in row]
 
 
 def chunks(rows: Iterator[tuple[int, list[str]]], size: int) -> Iterator[Chunk]:
     """The (rest of the) rows, `size` at a time."""
-    if isinstance(rows, CsvRows):
+    if isinstance(rows, _Rows):
         yield from rows.chunks(size)
         return
     while chunk := list(islice(rows, size)):
@@ -241,18 +282,6 @@ def first_sheet(path: Path) -> Any:
         raise FileProblem("file_corrupt", name=path.name) from exc
 
 
-def _sheet_raw(sheet: Any) -> Iterator[tuple[int, list[Any]]]:
-    # Row numbers as Excel shows them: when the used range starts below row 1, calamine's
-    # iter_rows() pads it with empty rows from row 1 (its columns start at the used range).
-    yield from enumerate(sheet.iter_rows(), start=1)
-
-
-def _sheet_rows(raw: Iterator[tuple[int, list[Any]]]) -> Iterator[tuple[int, list[str]]]:
-    for number, row in raw:
-        # Most cells are text; strip those inline and leave the rest to cell_text().
-        yield number, [cell.strip() if type(cell) is str else cell_text(cell) for cell in row]
-
-
 # A full UTF-8 pass over a 200 MB file takes about a second before the first row is read;
 # GBK text fails as UTF-8 within its first Chinese characters, and our headers are Chinese.
 GUESS_BYTES = 1 << 20
@@ -271,4 +300,4 @@ def open_rows(
             encoding = detect_encoding(path, GUESS_BYTES if guess else None)
             guessed = guess and encoding == "utf-8" and size > GUESS_BYTES
         return RowSource(path, CsvRows(path, encoding, max_bytes), encoding, size, guessed)
-    return RowSource(path, _sheet_rows(_sheet_raw(first_sheet(path))), size=size)
+    return RowSource(path, SheetRows(first_sheet(path)), size=size)

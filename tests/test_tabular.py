@@ -595,8 +595,8 @@ raw_chunks = st.lists(
 )
 
 
-def chunk_of(rows: Sequence[Sequence[str]], stripped: bool = True) -> Chunk:
-    return Chunk(range(2, 2 + len(rows)), [list(cells) for cells in rows], stripped)
+def chunk_of(rows: Sequence[Sequence[Any]], form: str = "clean") -> Chunk:
+    return Chunk(range(2, 2 + len(rows)), [list(cells) for cells in rows], form)
 
 
 def plain(batch: directory.Batch) -> directory.Batch:
@@ -626,29 +626,74 @@ def test_an_unstripped_chunk_gives_what_its_stripped_cells_give(
     ]
     stripped = [tuple(cell.strip() for cell in cells) for cells in raw]
     expected = checker()._by_rows(chunk_of(stripped))
-    assert checker()._by_rows(chunk_of(raw, stripped=False)) == expected
-    by_columns = checker()._by_columns(chunk_of(raw, stripped=False))
+    assert checker()._by_rows(chunk_of(raw, form="text")) == expected
+    by_columns = checker()._by_columns(chunk_of(raw, form="text"))
     if by_columns is not None:
         assert plain(by_columns) == expected
+
+
+# A sheet's chunk comes as calamine gives it: numbers, booleans and dates as such.
+SHEET_CELLS: list[list[Any]] = [
+    *CELLS[:9],
+    [*CELLS[9], True, False, 1.0],
+    [*CELLS[10], True, False],
+    [*CELLS[11], 0, 12.0, 3, 2.5, -1.0],
+    [*CELLS[12], 3.0],
+]
+sheet_rows = st.tuples(*(st.sampled_from(some) for some in SHEET_CELLS))
+sheet_chunks = st.lists(
+    st.tuples(st.one_of(good_rows, sheet_rows, sheet_rows), all_padded), min_size=1, max_size=6
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(sheet_chunks)
+def test_a_sheet_chunk_gives_what_its_cells_as_text_give(
+    rows: list[tuple[tuple[Any, ...], list[tuple[str, str]]]],
+) -> None:
+    raw = [
+        tuple(
+            f"{before}{cell}{after}" if isinstance(cell, str) else cell
+            for cell, (before, after) in zip(cells, ends, strict=True)
+        )
+        for cells, ends in rows
+    ]
+    as_text = [tuple(map(cell_text, cells)) for cells in raw]
+    expected = checker()._by_rows(chunk_of(as_text))
+    assert checker()._by_rows(chunk_of(raw, form="cells")) == expected
+    by_columns = checker()._by_columns(chunk_of(raw, form="cells"))
+    if by_columns is not None:
+        assert plain(by_columns) == expected
+
+
+def test_numbers_in_a_sheet_chunk_are_checked_by_columns() -> None:
+    good = [target(f" 企业{n}", code) for n, code in enumerate(GOOD_CODES)]
+    cells = [[*row[:9], False, True, 2.0, row[12]] for row in good]
+    check = checker()
+    batch = check._by_columns(chunk_of(cells, form="cells"))
+    assert batch is not None
+    assert plain(batch) == checker()._by_rows(chunk_of(cells, form="cells"))
+    assert batch.rows[0][check.names.index("complaints")] == 2
+    assert batch.rows[0][check.names.index("name")] == "企业0"
 
 
 def test_a_chunk_of_spaces_goes_row_by_row() -> None:
     good = [target(f"企业{n}", code) for n, code in enumerate(GOOD_CODES)]
     spaces = [" ", "\u3000", *[" "] * (len(HEADER) - 2)]
-    assert checker()._by_columns(chunk_of([*good, spaces], stripped=False)) is None
-    batch = checker()._by_rows(chunk_of([*good, spaces], stripped=False))
+    assert checker()._by_columns(chunk_of([*good, spaces], form="text")) is None
+    batch = checker()._by_rows(chunk_of([*good, spaces], form="text"))
     assert batch.total == len(good)  # the row of spaces is a blank row
 
 
 def test_spaces_around_text_are_stripped_by_columns() -> None:
     good = [target(f" 企业{n}\u3000", code) for n, code in enumerate(GOOD_CODES)]
     check = checker()
-    batch = check._by_columns(chunk_of(good, stripped=False))
+    batch = check._by_columns(chunk_of(good, form="text"))
     assert batch is not None  # no need to go row by row
     assert [row[check.names.index("name")] for row in batch.rows][:2] == ["企业0", "企业1"]
-    assert plain(batch) == checker()._by_rows(chunk_of(good, stripped=False))
+    assert plain(batch) == checker()._by_rows(chunk_of(good, form="text"))
     padded_code = [*good[:-1], target("企业", f" {GOOD_CODES[-1]}")]
-    assert check._by_columns(chunk_of(padded_code, stripped=False)) is None  # the row path
+    assert check._by_columns(chunk_of(padded_code, form="text")) is None  # the row path
 
 
 def test_good_chunks_take_the_column_path_and_odd_ones_the_row_path() -> None:
