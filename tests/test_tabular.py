@@ -586,8 +586,8 @@ chunks = st.lists(st.one_of(good_rows, good_rows, good_rows, any_rows), min_size
 
 # A CSV's chunk comes as read, spaces and all (storage.tabular.CsvRows).
 SPACES = ["", "", " ", "\u3000", "\t "]
-padded = st.tuples(st.sampled_from(SPACES), st.sampled_from(SPACES))
-all_padded = st.lists(padded, min_size=len(HEADER), max_size=len(HEADER))
+around = st.tuples(st.sampled_from(SPACES), st.sampled_from(SPACES))
+all_padded = st.lists(around, min_size=len(HEADER), max_size=len(HEADER))
 raw_chunks = st.lists(
     st.tuples(st.one_of(good_rows, good_rows, any_rows), all_padded),
     min_size=1,
@@ -615,21 +615,33 @@ def test_a_chunk_checked_by_columns_is_what_rows_give(rows: list[tuple[str, ...]
         assert not by_rows.errors and by_rows.rejected_rows == 0
 
 
-@settings(deadline=None, max_examples=300)
-@given(raw_chunks)
-def test_an_unstripped_chunk_gives_what_its_stripped_cells_give(
-    rows: list[tuple[tuple[str, ...], list[tuple[str, str]]]],
-) -> None:
-    raw = [
-        tuple(before + cell + after for cell, (before, after) in zip(cells, ends, strict=True))
+Drawn = list[tuple[tuple[Any, ...], list[tuple[str, str]]]]
+
+
+def padded(rows: Drawn) -> list[tuple[Any, ...]]:
+    """The drawn rows, each text cell with the spaces drawn for it around it."""
+    return [
+        tuple(
+            f"{before}{cell}{after}" if isinstance(cell, str) else cell
+            for cell, (before, after) in zip(cells, ends, strict=True)
+        )
         for cells, ends in rows
     ]
-    stripped = [tuple(cell.strip() for cell in cells) for cells in raw]
-    expected = checker()._by_rows(chunk_of(stripped))
-    assert checker()._by_rows(chunk_of(raw, form="text")) == expected
-    by_columns = checker()._by_columns(chunk_of(raw, form="text"))
+
+
+def assert_as_read_is_as_cleaned(raw: list[tuple[Any, ...]], form: str, clean: Any) -> None:
+    """A chunk as read gives, on either path, what its cells cleaned one by one give."""
+    expected = checker()._by_rows(chunk_of([tuple(map(clean, cells)) for cells in raw]))
+    assert checker()._by_rows(chunk_of(raw, form)) == expected
+    by_columns = checker()._by_columns(chunk_of(raw, form))
     if by_columns is not None:
         assert plain(by_columns) == expected
+
+
+@settings(deadline=None, max_examples=300)
+@given(raw_chunks)
+def test_an_unstripped_chunk_gives_what_its_stripped_cells_give(rows: Drawn) -> None:
+    assert_as_read_is_as_cleaned(padded(rows), "text", str.strip)
 
 
 # A sheet's chunk comes as calamine gives it: numbers, booleans and dates as such.
@@ -648,22 +660,8 @@ sheet_chunks = st.lists(
 
 @settings(deadline=None, max_examples=300)
 @given(sheet_chunks)
-def test_a_sheet_chunk_gives_what_its_cells_as_text_give(
-    rows: list[tuple[tuple[Any, ...], list[tuple[str, str]]]],
-) -> None:
-    raw = [
-        tuple(
-            f"{before}{cell}{after}" if isinstance(cell, str) else cell
-            for cell, (before, after) in zip(cells, ends, strict=True)
-        )
-        for cells, ends in rows
-    ]
-    as_text = [tuple(map(cell_text, cells)) for cells in raw]
-    expected = checker()._by_rows(chunk_of(as_text))
-    assert checker()._by_rows(chunk_of(raw, form="cells")) == expected
-    by_columns = checker()._by_columns(chunk_of(raw, form="cells"))
-    if by_columns is not None:
-        assert plain(by_columns) == expected
+def test_a_sheet_chunk_gives_what_its_cells_as_text_give(rows: Drawn) -> None:
+    assert_as_read_is_as_cleaned(padded(rows), "cells", cell_text)
 
 
 def test_numbers_in_a_sheet_chunk_are_checked_by_columns() -> None:
