@@ -19,7 +19,6 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Iterable,
     Iterator,
     Sequence,
 )
@@ -53,7 +52,7 @@ from sqlmodel import col
 
 from bot import uscc
 from storage.models import CheckItem, Department, Inspector, Target
-from storage.tabular import Chunk, cell_text, chunks
+from storage.tabular import Chunk, cell_text, chunks, clean_rows
 
 
 class RowError(Exception):
@@ -657,9 +656,6 @@ BATCH = 5000
 SHOWN_CHARS = 200
 
 
-_TEXT = {str}
-
-
 class PickledRows:
     """A batch's rows as the checking child pickled them (`_check_in_child`), unpickled where
     they are iterated: on SQLite inside executemany, in the driver's thread. Unpickled by the
@@ -723,6 +719,9 @@ def _processor(column: SAColumn[Any], dialect: Dialect) -> Callable[[Any], Any] 
         # Three possible values: look the answer up rather than call SQLAlchemy per row.
         return {value: process(value) for value in (None, False, True)}.__getitem__
     return process
+
+
+_TEXT = {str}  # the cell types of a column that needs no `cell_text`
 
 
 class _Checker:
@@ -843,12 +842,7 @@ class _Checker:
         numbers: list[int] = []
         written: list[tuple[Any, ...]] = []
         batch, seen = Batch(written, numbers), set[str]()
-        rows: Iterable[list[str]] = chunk.rows
-        if chunk.form == "text":
-            rows = (list(map(str.strip, cells)) for cells in rows)
-        elif chunk.form == "cells":
-            rows = ([cell_text(cell) for cell in cells] for cells in rows)
-        for number, cells in zip(chunk.numbers, rows, strict=True):
+        for number, cells in zip(chunk.numbers, clean_rows(chunk), strict=True):
             if not any(cells):
                 continue
             batch.total += 1

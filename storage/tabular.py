@@ -10,13 +10,13 @@ from __future__ import annotations
 import codecs
 import csv
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from itertools import islice
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import Any, Literal, NamedTuple, TextIO
 
 from python_calamine import CalamineWorkbook
 
@@ -118,15 +118,18 @@ def cell_text(value: Any) -> str:
     return str(value).strip()
 
 
+# How a chunk's cells come: "clean" (text, stripped: what the rows give one at a time),
+# "text" (a CSV's, unstripped) or "cells" (a sheet's as calamine gives them: text unstripped,
+# numbers, dates, booleans; `cell_text` makes each what the rows give one at a time).
+Form = Literal["clean", "text", "cells"]
+
+
 class Chunk(NamedTuple):
-    """Rows of a file taken together: their numbers, and their cells as `form` says:
-    "clean" (text, stripped: what the rows give one at a time), "text" (a CSV's, unstripped)
-    or "cells" (a sheet's as calamine gives them: text unstripped, numbers, dates, booleans;
-    `cell_text` makes each what the rows give one at a time)."""
+    """Rows of a file taken together: their numbers, and their cells as `form` says."""
 
     numbers: Sequence[int]
     rows: list[list[Any]]
-    form: str = "clean"
+    form: Form = "clean"
 
 
 class _Rows:
@@ -135,7 +138,7 @@ class _Rows:
     `storage.directory._Checker`). Cleaning 13 cells a row one call at a time, in a
     generator that paired each row with its number, cost as much as parsing a CSV."""
 
-    FORM = "clean"
+    FORM: Form = "clean"
 
     def __init__(self) -> None:
         self.number = 0  # rows read so far
@@ -169,7 +172,7 @@ class CsvRows(_Rows):
     """A CSV's rows. The file opens at the first row, so a header that does not decode raises
     where the rows are read."""
 
-    FORM = "text"
+    FORM: Form = "text"
 
     def __init__(self, path: Path, encoding: str, max_bytes: int) -> None:
         super().__init__()
@@ -219,7 +222,7 @@ class SheetRows(_Rows):
     calamine's iter_rows() pads it with empty rows from row 1 (its columns start at the used
     range)."""
 
-    FORM = "cells"
+    FORM: Form = "cells"
 
     def __init__(self, sheet: Any) -> None:
         super().__init__()
@@ -232,6 +235,15 @@ class SheetRows(_Rows):
     def _clean(row: list[Any]) -> list[str]:
         # Most cells are text; strip those inline and leave the rest to cell_text().
         return [cell.strip() if type(cell) is str else cell_text(cell) for cell in row]
+
+
+def clean_rows(chunk: Chunk) -> Iterable[list[str]]:
+    """A chunk's rows as the rows give them one at a time."""
+    if chunk.form == "text":
+        return map(CsvRows._clean, chunk.rows)
+    if chunk.form == "cells":
+        return map(SheetRows._clean, chunk.rows)
+    return chunk.rows
 
 
 def chunks(rows: Iterator[tuple[int, list[str]]], size: int) -> Iterator[Chunk]:

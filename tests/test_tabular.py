@@ -27,6 +27,7 @@ from storage.models import Target
 from storage.tabular import (
     Chunk,
     FileProblem,
+    Form,
     cell_text,
     check_file,
     detect_encoding,
@@ -595,7 +596,7 @@ raw_chunks = st.lists(
 )
 
 
-def chunk_of(rows: Sequence[Sequence[Any]], form: str = "clean") -> Chunk:
+def chunk_of(rows: Sequence[Sequence[Any]], form: Form = "clean") -> Chunk:
     return Chunk(range(2, 2 + len(rows)), [list(cells) for cells in rows], form)
 
 
@@ -629,7 +630,7 @@ def padded(rows: Drawn) -> list[tuple[Any, ...]]:
     ]
 
 
-def assert_as_read_is_as_cleaned(raw: list[tuple[Any, ...]], form: str, clean: Any) -> None:
+def assert_as_read_is_as_cleaned(raw: list[tuple[Any, ...]], form: Form, clean: Any) -> None:
     """A chunk as read gives, on either path, what its cells cleaned one by one give."""
     expected = checker()._by_rows(chunk_of([tuple(map(clean, cells)) for cells in raw]))
     assert checker()._by_rows(chunk_of(raw, form)) == expected
