@@ -1049,29 +1049,19 @@ class Sender:
                     ),
                     sent,
                 )
-            for done in failed:
+            for done in (*failed, *skipped):
+                # A skipped edit is done with (at its time); a failed message is not.
+                settled = {"sent_at": done.at} if done.skipped else {}
                 await connection.execute(
                     update(OUTBOX)
                     .where(OUTBOX.c.id == done.row.id)
                     .values(
-                        status=OutboxStatus.FAILED,
+                        status=OutboxStatus.SKIPPED if done.skipped else OutboxStatus.FAILED,
                         attempts=done.row.attempts,
                         throttled=done.row.throttled,
                         last_error=done.error,
                         claimed_until=None,
-                    )
-                )
-            for done in skipped:
-                await connection.execute(
-                    update(OUTBOX)
-                    .where(OUTBOX.c.id == done.row.id)
-                    .values(
-                        status=OutboxStatus.SKIPPED,
-                        attempts=done.row.attempts,
-                        throttled=done.row.throttled,
-                        last_error=done.error,
-                        sent_at=done.at,
-                        claimed_until=None,
+                        **settled,
                     )
                 )
             unreachable: dict[int, set[str]] = {}
