@@ -34,7 +34,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import draw as dsr
 from bot.assignments import announce_assignments
-from bot.dossier import DEFAULT_TIMEZONE, inspector_chats
+from bot.dossier import DEFAULT_TIMEZONE, inspector_chat, inspector_chats
 from bot.draw import Candidate, DrawParams, DrawRecord, Mode, Policy
 from bot.duties import DutySpec, cancel_duties, open_duties
 from bot.outbox import Envelope, Keyboard, enqueue, enqueue_edit, enqueue_many, mark_sent
@@ -59,9 +59,6 @@ from storage.models import (
     InspectionItem,
     InspectionStatus,
     Inspector,
-    Person,
-    Role,
-    RoleGrant,
     Target,
     Task,
     TaskStatus,
@@ -561,19 +558,26 @@ async def department_chats(session: AsyncSession, code: str) -> list[int]:
     return sorted(rows)
 
 
-async def _person_chat(session: AsyncSession, inspector_id: int) -> int | None:
-    return (
-        await session.exec(
-            select(Person.tg_user_id)
-            .join(RoleGrant, col(RoleGrant.person_id) == col(Person.id))
-            .where(
-                RoleGrant.role == Role.INSPECTOR,
-                RoleGrant.inspector_id == inspector_id,
-                col(RoleGrant.active).is_(True),
-            )
-            .order_by(col(RoleGrant.id).desc())
+async def _to_groups(
+    session: AsyncSession,
+    chats: Iterable[int],
+    *,
+    key: str,
+    text: str,
+    now: datetime,
+    buttons: Keyboard | None = None,
+) -> None:
+    """The same message to each of these group chats, keyed `key:chat` (once per chat)."""
+    for chat in chats:
+        await enqueue(
+            session,
+            key=f"{key}:{chat}",
+            chat_id=chat,
+            is_group=True,
+            text=text,
+            buttons=buttons,
+            now=now,
         )
-    ).first()
 
 
 def stratum_label(name: str) -> str:
@@ -984,15 +988,13 @@ async def execute_draw(
                 "pool_changed": pdigest != draw.announced.get("pool_digest"),
             },
         )
-        for chat in await office_chats(session):
-            await enqueue(
-                session,
-                key=f"draws:drift:{draw.id}:{chat}",
-                chat_id=chat,
-                is_group=True,
-                text=render("draws/drifted.j2", e=view),
-                now=now,
-            )
+        await _to_groups(
+            session,
+            await office_chats(session),
+            key=f"draws:drift:{draw.id}",
+            text=render("draws/drifted.j2", e=view),
+            now=now,
+        )
         return view
 
     previous = await previous_groups(session)
@@ -1227,33 +1229,19 @@ async def _announce_execution(
     session: AsyncSession, view: Execution, task: Task, *, now: datetime, detail_chat: int | None
 ) -> None:
     """Counts to the groups (never names or USCCs); details privately to whoever executed."""
-    for chat in await office_chats(session):
-        await enqueue(
+    key = f"draws:executed:{view.draw_id}"
+    office = render("draws/executed_office.j2", e=view)
+    await _to_groups(session, await office_chats(session), key=key, text=office, now=now)
+    for n, line in enumerate(view.departments):
+        listing = DrawCb(act="list", draw_id=view.draw_id, n=n).pack()
+        await _to_groups(
             session,
-            key=f"draws:executed:{view.draw_id}:{chat}",
-            chat_id=chat,
-            is_group=True,
-            text=render("draws/executed_office.j2", e=view),
+            await department_chats(session, line.code),
+            key=key,
+            text=render("draws/executed_department.j2", e=view, d=line),
+            buttons=[[(text("draw.button.department_list"), listing)]],
             now=now,
         )
-    for n, line in enumerate(view.departments):
-        for chat in await department_chats(session, line.code):
-            await enqueue(
-                session,
-                key=f"draws:executed:{view.draw_id}:{chat}",
-                chat_id=chat,
-                is_group=True,
-                text=render("draws/executed_department.j2", e=view, d=line),
-                buttons=[
-                    [
-                        (
-                            text("draw.button.department_list"),
-                            DrawCb(act="list", draw_id=view.draw_id, n=n).pack(),
-                        )
-                    ]
-                ],
-                now=now,
-            )
     if detail_chat is not None and (view.shortfalls or view.merged or view.overlaps):
         await enqueue(
             session,
@@ -1692,15 +1680,13 @@ async def abandon_draw(
         detail={"reason": reason},
     )
     if announce:
-        for chat in await office_chats(session):
-            await enqueue(
-                session,
-                key=f"draws:abandoned:{draw_id}:{chat}",
-                chat_id=chat,
-                is_group=True,
-                text=render("draws/abandoned.j2", a=out),
-                now=now,
-            )
+        await _to_groups(
+            session,
+            await office_chats(session),
+            key=f"draws:abandoned:{draw_id}",
+            text=render("draws/abandoned.j2", a=out),
+            now=now,
+        )
     return out
 
 
@@ -1832,27 +1818,13 @@ async def void_draw(
         at=now,
         detail=dataclasses.asdict(out),
     )
-    for chat in await office_chats(session):
-        await enqueue(
-            session,
-            key=f"draws:voided:{draw_id}:{chat}",
-            chat_id=chat,
-            is_group=True,
-            text=render("draws/voided_group.j2", v=out),
-            now=now,
-        )
+    groups = await office_chats(session)
     for code in task.department_codes:
-        for chat in await department_chats(session, code):
-            await enqueue(
-                session,
-                key=f"draws:voided:{draw_id}:{chat}",
-                chat_id=chat,
-                is_group=True,
-                text=render("draws/voided_group.j2", v=out),
-                now=now,
-            )
+        groups += await department_chats(session, code)
+    voided = render("draws/voided_group.j2", v=out)
+    await _to_groups(session, groups, key=f"draws:voided:{draw_id}", text=voided, now=now)
     for inspector_id, inspection_id in notices:
-        private = await _person_chat(session, inspector_id)
+        private = await inspector_chat(session, inspector_id)
         if private is None:
             continue
         await enqueue(
