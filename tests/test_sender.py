@@ -371,8 +371,9 @@ async def test_a_request_never_answered_is_presumed_answered_after_a_while(
     ours.take()  # lost: never answered
     started = loop.time()
     await ours.room()
-    # taken as answered 0.1 s after it went, then one more window: not aiogram's 60 s
-    assert 0.15 <= loop.time() - started < 0.4
+    # taken as answered 0.1 s after it went, then one more window: not aiogram's 60 s (the
+    # upper bound leaves a busy machine room)
+    assert 0.15 <= loop.time() - started < 2.0
     assert ours.presumed == 1
 
 
@@ -387,8 +388,10 @@ async def test_the_limiter_keeps_a_chat_within_its_quota(db: Database, clock: Fr
     for at, chat, _ in transport.calls:
         assert quota.admit(chat, False, at) is None
     sends = [at for at, chat, _ in transport.calls if chat == 7]
-    assert sends[9] - sends[0] < 0.5  # ten at once: the window allows them
-    assert sends[10] - sends[0] >= 1.0  # the eleventh waits for the first one's window
+    # Ten go without waiting for a window (about 0.1 s, paced by the overall quota; a busy
+    # machine once took 0.9 s, so only the window itself is the line); the eleventh waits for
+    # the first one's window.
+    assert sends[9] - sends[0] < 1.0 <= sends[10] - sends[0]
 
 
 async def test_requeue_touches_only_that_chats_403s(db: Database, clock: FrozenClock) -> None:
@@ -416,4 +419,4 @@ async def test_the_overall_window_spreads_requests_instead_of_bursting() -> None
         await ours.room()
         ours.take().set_result(loop.time())
     assert loop.time() - started >= 10 * 0.01 * sender_module.PACE - 0.001
-    assert loop.time() - started < 0.5  # paced, not held for the window
+    assert loop.time() - started < 1.0  # paced, not held for the window (of 1 s)
