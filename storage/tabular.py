@@ -10,13 +10,14 @@ from __future__ import annotations
 import codecs
 import csv
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, TextIO
+from typing import Any, ClassVar, Literal, NamedTuple, TextIO
 
 from python_calamine import CalamineWorkbook
 
@@ -132,24 +133,26 @@ class Chunk(NamedTuple):
     form: Form = "clean"
 
 
-class _Rows:
+class _Rows(ABC):
     """A file's rows as (1-based row number, cells as stripped text); `chunks` hands the rest
     of them over as they are read, for the checks to clean a column at a time (see
     `storage.directory._Checker`). Cleaning 13 cells a row one call at a time, in a
-    generator that paired each row with its number, cost as much as parsing a CSV."""
+    generator that paired each row with its number, cost as much as parsing a CSV.
+    A kind of file says how its chunks come (`FORM`), how to read and how to clean a row."""
 
-    FORM: Form = "clean"
+    FORM: ClassVar[Form]
 
     def __init__(self) -> None:
         self.number = 0  # rows read so far
 
+    @abstractmethod
     def _read(self, size: int) -> list[list[Any]]:
         """Up to `size` rows as read; none at the end."""
-        raise NotImplementedError
 
     @staticmethod
+    @abstractmethod
     def _clean(row: list[Any]) -> list[str]:
-        raise NotImplementedError
+        """One row as read, as the rows give it one at a time."""
 
     def __iter__(self) -> _Rows:
         return self
@@ -172,7 +175,7 @@ class CsvRows(_Rows):
     """A CSV's rows. The file opens at the first row, so a header that does not decode raises
     where the rows are read."""
 
-    FORM: Form = "text"
+    FORM: ClassVar[Form] = "text"
 
     def __init__(self, path: Path, encoding: str, max_bytes: int) -> None:
         super().__init__()
@@ -222,7 +225,7 @@ class SheetRows(_Rows):
     calamine's iter_rows() pads it with empty rows from row 1 (its columns start at the used
     range)."""
 
-    FORM: Form = "cells"
+    FORM: ClassVar[Form] = "cells"
 
     def __init__(self, sheet: Any) -> None:
         super().__init__()
